@@ -1,0 +1,99 @@
+"""Perturbation geometry shared by training methods and robustness attacks.
+
+Every function works on one stream: a perturbation ``delta`` ``[B, L, D]`` and a mask
+``[B, L]`` (1 where a perturbation may go). Radii may be scalars or per-example ``[B]``.
+
+Scope ``"example"`` treats the whole masked ``[L, D]`` sequence as one vector (Miyato,
+FreeLB); scope ``"token"`` treats each ``D`` row separately (SMART, ALUM).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+NORMS = ("l2", "linf")
+SCOPES = ("example", "token")
+TINY = 1e-12
+
+
+def _reduce_axes(scope: str) -> tuple[int, ...]:
+    return (1, 2) if scope == "example" else (2,)
+
+
+def _expand(radius: jax.Array | float, scope: str) -> jax.Array:
+    """Broadcasts a scalar or ``[B]`` radius against ``[B, L, D]``."""
+    radius = jnp.asarray(radius, jnp.float32)
+    return radius[:, None, None] if radius.ndim == 1 else radius
+
+
+def apply_mask(delta: jax.Array, mask: jax.Array) -> jax.Array:
+    """Zeroes ``delta`` on masked-out positions."""
+    return delta * mask[..., None].astype(delta.dtype)
+
+
+def norm(delta: jax.Array, kind: str, scope: str) -> jax.Array:
+    """Norm of ``delta``: ``[B]`` for scope "example", ``[B, L]`` for scope "token"."""
+    axes = _reduce_axes(scope)
+    delta = delta.astype(jnp.float32)
+    if kind == "l2":
+        return jnp.sqrt(jnp.sum(delta * delta, axis=axes))
+    return jnp.max(jnp.abs(delta), axis=axes)
+
+
+def normalize(grad: jax.Array, mask: jax.Array, kind: str, scope: str) -> jax.Array:
+    """Steepest-ascent direction of unit size: ``g / ||g||_2`` (L2) or ``sign(g)`` (L-inf)."""
+    grad = apply_mask(grad.astype(jnp.float32), mask)
+    if kind == "linf":
+        return jnp.sign(grad)
+    size = norm(grad, "l2", scope)
+    size = size[:, None, None] if scope == "example" else size[..., None]
+    return grad / jnp.maximum(size, TINY)
+
+
+def project(delta: jax.Array, radius, kind: str, scope: str) -> jax.Array:
+    """Projects ``delta`` onto the ``radius`` ball (L2 rescale, L-inf clip).
+
+    A radius of ``inf`` leaves ``delta`` unbounded.
+    """
+    radius = _expand(radius, scope)
+    if kind == "linf":
+        return jnp.clip(delta, -radius, radius)
+    size = norm(delta, "l2", scope)
+    size = size[:, None, None] if scope == "example" else size[..., None]
+    scale = jnp.minimum(1.0, radius / jnp.maximum(size, TINY))
+    return delta * scale
+
+
+def ascent_step(delta, grad, mask, step_size, radius, kind: str, scope: str) -> jax.Array:
+    """One projected ascent step: ``project(delta + step_size * normalize(grad))``, masked."""
+    step = _expand(step_size, scope) * normalize(grad, mask, kind, scope)
+    return apply_mask(project(delta + step, radius, kind, scope), mask)
+
+
+def init(rng, shape, mask, kind: str, magnitude, *, norm_kind: str = "l2") -> jax.Array:
+    """Initial perturbation.
+
+    Args:
+      kind: ``zero``; ``uniform`` (FreeLB: L2 ``U(-1,1) * mag / sqrt(len * D)``, L-inf
+        ``U(-mag, mag)``); ``normal`` (``N(0, mag^2)``, SMART/ALUM/R3F use 1e-5).
+      magnitude: scalar or ``[B]``.
+      norm_kind: picks the uniform variant.
+
+    Returns:
+      ``[B, L, D]`` float32, zero on masked positions.
+    """
+    mask = mask.astype(jnp.float32)
+    if kind == "zero":
+        return jnp.zeros(shape, jnp.float32)
+    magnitude = _expand(magnitude, "example")
+    if kind == "normal":
+        return apply_mask(jax.random.normal(rng, shape) * magnitude, mask)
+    if kind == "uniform":
+        noise = jax.random.uniform(rng, shape, minval=-1.0, maxval=1.0)
+        if norm_kind == "linf":
+            return apply_mask(noise * magnitude, mask)
+        length = jnp.sum(mask, axis=1)[:, None, None]
+        scale = magnitude / jnp.sqrt(jnp.maximum(length * shape[-1], 1.0))
+        return apply_mask(noise * scale, mask)
+    raise ValueError(f"unknown init {kind!r}; valid: zero, uniform, normal")

@@ -1,0 +1,1 @@
+"""Adversarial training methods, one module each."""

@@ -1,0 +1,83 @@
+"""The ``llama-adv`` command: parses arguments, then calls importable functions.
+
+    llama-adv train --config configs/quickstart.py:method=fgm --workdir runs/x \\
+        --config.adv.epsilon=0.3
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from llama_adv.errors import UserError
+
+
+def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separates ``--config.a.b=v`` (or ``--config.a.b v``) overrides from other arguments."""
+    rest, overrides, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--config."):
+            if "=" in arg:
+                overrides.append(arg[len("--config.") :])
+            elif i + 1 < len(argv):
+                overrides.append(f"{arg[len('--config.') :]}={argv[i + 1]}")
+                i += 1
+            else:
+                raise UserError(f"{arg} needs a value: {arg}=VALUE.")
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, overrides
+
+
+def _train(args: argparse.Namespace, overrides: list[str]) -> None:
+    from llama_adv.config import load_config
+    from llama_adv.train import train_and_evaluate
+
+    config = load_config(args.config, overrides)
+    summary = train_and_evaluate(config, args.workdir, overwrite=args.overwrite)
+    evaluation = summary["eval"]
+    print(" ".join(f"{k}={v:.4f}" for k, v in evaluation.items() if "accuracy" in k or k == "loss"))
+
+
+def _quickstart(args: argparse.Namespace, overrides: list[str]) -> None:
+    from llama_adv.quickstart import run_quickstart
+
+    run_quickstart(args.workdir, method=args.method, overrides=overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llama-adv", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train and evaluate one run")
+    train.add_argument("--config", required=True, help="configs/x.py[:variant] or config.json")
+    train.add_argument("--workdir", required=True, help="run directory (resumed if present)")
+    train.add_argument(
+        "--overwrite", action="store_true",
+        help="delete a run with a different config in --workdir and start again",
+    )  # fmt: skip
+    train.set_defaults(run=_train)
+
+    quick = commands.add_parser("quickstart", help="clean vs adversarial on the synthetic task")
+    quick.add_argument("--workdir", default="runs/quickstart")
+    quick.add_argument("--method", default="fgm", help="adversarial method to compare")
+    quick.set_defaults(run=_quickstart)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        rest, overrides = _split_overrides(argv)
+        args = build_parser().parse_args(rest)
+        args.run(args, overrides)
+    except UserError as error:
+        print(f"llama-adv: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

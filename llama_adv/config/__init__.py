@@ -1,0 +1,19 @@
+"""Config layer: defaults for every section, loading, overrides, locking."""
+
+from llama_adv.config.defaults import get_default_config
+from llama_adv.config.loading import (
+    apply_overrides,
+    load_config,
+    parse_variant,
+    set_value,
+    to_json,
+)
+
+__all__ = [
+    "apply_overrides",
+    "get_default_config",
+    "load_config",
+    "parse_variant",
+    "set_value",
+    "to_json",
+]

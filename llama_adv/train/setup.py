@@ -1,0 +1,52 @@
+"""Builds a run's pieces from its config, validating names before anything is written."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import ml_collections as mlc
+import numpy as np
+
+from llama_adv.adversarial import Method, build_method, validate_adv_config
+from llama_adv.data import Dataset, load_dataset
+from llama_adv.errors import UserError
+from llama_adv.models import Model, build_model
+from llama_adv.tasks import Task, build_task
+
+
+@dataclasses.dataclass
+class Experiment:
+    """The dataset, task, model and method a config describes."""
+
+    dataset: Dataset
+    task: Task
+    model: Model
+    method: Method
+
+
+def build_experiment(config: mlc.ConfigDict) -> Experiment:
+    """Resolves every registry name in ``config``; raises UserError on any bad value."""
+    task = build_task(config.task.name)
+    dataset = load_dataset(config.data)
+    if dataset.task != config.task.name:
+        raise UserError(
+            f"Dataset {config.data.name!r} is a {dataset.task} dataset but task.name is "
+            f"{config.task.name!r}; set task.name={dataset.task}."
+        )
+    num_classes = config.task.num_classes or dataset.num_classes
+    model = build_model(
+        config.model, head=task.head, vocab_size=dataset.vocab_size, num_classes=num_classes
+    )
+    validate_adv_config(config.adv, model.streams)
+    if config.train.batch_size % jax.device_count():
+        raise UserError(
+            f"train.batch_size={config.train.batch_size} is not divisible by the "
+            f"{jax.device_count()} devices; use a multiple of {jax.device_count()}."
+        )
+    return Experiment(dataset, task, model, build_method(config.adv, task))
+
+
+def example_batch(dataset: Dataset, split: str, size: int) -> dict[str, np.ndarray]:
+    """The first ``size`` examples of ``split``, for shapes and initialisation."""
+    return dataset.split(split).take(np.arange(size) % len(dataset.split(split)))

@@ -1,0 +1,133 @@
+"""The one train step for every model, task and adversarial method.
+
+``train_step(state, batch, rng) -> (state, metrics)`` is jitted once. Inside, a
+``shard_map`` over the ``"data"`` axis gives each device its shard of the global batch
+(pmap semantics): the method computes this device's share of the gradient of the global
+mean loss, and ``descend`` sums the shares over devices before the optimizer update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, PartitionSpec
+
+from llama_adv.adversarial import BatchInfo, Method, select_streams
+from llama_adv.adversarial.methods.clean import NoAdversary
+from llama_adv.models import Model
+from llama_adv.tasks import Task
+from llama_adv.train.mesh import DATA_AXIS
+from llama_adv.train.state import TrainState
+
+TrainStep = Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]
+
+
+def make_objective(model: Model, task: Task, batch: dict, masks: dict):
+    """Closes the model and task over one batch: ``(params, delta, rng) -> (loss [B], out)``.
+
+    The embedding lookup happens inside, so the gradient reaches the embedding table;
+    ``delta`` is masked again here so that no method can perturb padding.
+    """
+
+    def objective(params, delta, rng):
+        embedded = model.embed(params, batch)
+        embedded = {
+            k: v + (delta[k] * masks[k][..., None]).astype(v.dtype) if k in delta else v
+            for k, v in embedded.items()
+        }
+        outputs = model.apply_embedded(
+            params, embedded, batch, deterministic=False, rngs={"dropout": rng}
+        )
+        return task.loss(outputs, batch), outputs
+
+    return objective
+
+
+def _with_delayed_start(method: Method, clean: Method, begin_step: int) -> Callable:
+    """``update`` that runs ``clean`` before ``begin_step`` and ``method`` from then on.
+
+    Both branches live in one compiled program (``lax.cond``); the clean branch reports
+    zeros for the metrics only the adversarial branch has.
+    """
+
+    def update(objective, params, opt_state, info, rng, state, descend):
+        args = (objective, params, opt_state, info, rng, state, descend)
+        _, _, adv_metrics, _ = jax.eval_shape(lambda: method.update(*args))
+
+        def adversarial(_):
+            return method.update(*args)
+
+        def warmup(_):
+            params_, opt_, metrics, _ = clean.update(*args)
+            metrics = {
+                k: metrics.get(k, jnp.zeros(s.shape, s.dtype)) for k, s in adv_metrics.items()
+            }
+            return params_, opt_, metrics, state
+
+        return jax.lax.cond(info.step >= begin_step, adversarial, warmup, None)
+
+    return update
+
+
+def make_train_step(
+    model: Model,
+    task: Task,
+    method: Method,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    mesh: Mesh,
+    adv_config,
+) -> TrainStep:
+    """Builds the jitted, data-parallel train step.
+
+    Args:
+      adv_config: the ``adv`` section (streams to perturb, ``begin_step``).
+
+    Returns:
+      ``train_step(state, batch, rng)``: ``batch`` holds global arrays sharded over
+      ``"data"``, ``rng`` is this step's key; ``state`` is donated.
+    """
+    streams = select_streams(adv_config.streams, model.streams)
+    update = method.update
+    if adv_config.begin_step > 0 and not isinstance(method, NoAdversary):
+        update = _with_delayed_start(method, NoAdversary(adv_config, task), adv_config.begin_step)
+
+    def descend(params, opt_state, grads):
+        grads = jax.lax.psum(grads, DATA_AXIS)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, optax.global_norm(grads)
+
+    def per_device(state: TrainState, batch: dict, rng: jax.Array):
+        rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA_AXIS))
+        all_masks = model.perturbable_mask(batch)
+        masks = {k: all_masks[k].astype(jnp.float32) for k in streams}
+        shapes = jax.eval_shape(model.embed, state.params, batch)
+        info = BatchInfo(
+            masks=masks,
+            shapes={k: shapes[k].shape for k in streams},
+            batch=batch,
+            denominator=jax.lax.psum(jnp.sum(task.denominator(batch)), DATA_AXIS),
+            step=state.step,
+            axis_name=DATA_AXIS,
+        )
+        objective = make_objective(model, task, batch, masks)
+        params, opt_state, metrics, method_state = update(
+            objective, state.params, state.opt_state, info, rng, state.method_state, descend
+        )
+        metrics = {**metrics, "learning_rate": schedule(state.step)}
+        new_state = state.replace(
+            step=state.step + 1, params=params, opt_state=opt_state, method_state=method_state
+        )
+        return new_state, metrics
+
+    sharded = jax.shard_map(
+        per_device,
+        mesh=mesh,
+        in_specs=(PartitionSpec(), PartitionSpec(DATA_AXIS), PartitionSpec()),
+        out_specs=(PartitionSpec(), PartitionSpec()),
+        check_vma=False,  # pmap semantics: gradients are summed explicitly in `descend`
+    )
+    return jax.jit(sharded, donate_argnums=0)
