@@ -13,7 +13,7 @@ from llama_adv.config import get_default_config, parse_variant
 
 
 def get_config(arg=None):
-    variant = parse_variant(arg, method="none", steps=600, epsilon=1.0, tiny=False)
+    variant = parse_variant(arg, method="none", steps=500, epsilon=0.3, tiny=False)
     config = get_default_config()
     config.model.d_model = 64
     config.model.num_layers = 2
@@ -31,7 +31,7 @@ def get_config(arg=None):
     config.train.batch_size = 64
     config.train.log_every = 50
     config.eval.batch_size = 200
-    config.eval.attack.epsilon = 1.0
+    config.eval.attack.epsilon = 0.3  # the radius the adversarial run trains at
     config.checkpoint.every_steps = 200
     if variant["tiny"]:
         config.train.num_steps = 6

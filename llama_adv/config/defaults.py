@@ -25,7 +25,17 @@ def model_defaults() -> mlc.ConfigDict:
     c.norm_eps = 1e-6  # RMSNorm epsilon
     c.tie_embeddings = True  # share the token embedding with the LM head
     c.dtype = "float32"  # computation dtype: float32 | bfloat16 (parameters stay float32)
-    c.classifier_pooling = "last"  # decoder classification: hidden state at last non-pad token
+    # classification head: auto = "last" for decoder (hidden state at the last non-pad
+    # token), "mean" for encoder_decoder (mean encoder output); encoder_decoder also takes
+    # "label_words" (decoder LM logits at label_token_ids, T5's text-to-text way)
+    c.classifier_pooling = "auto"
+    c.label_token_ids = (0,)  # encoder_decoder label_words: one token id per class
+    c.num_decoder_layers = 0  # encoder_decoder decoder blocks; 0 = num_layers
+    c.relative_buckets = 32  # encoder_decoder: relative position buckets (T5)
+    c.relative_max_distance = 128  # encoder_decoder: distance beyond which buckets merge
+    c.remat = False  # recompute each block's activations in the backward pass (less memory)
+    c.scan_layers = False  # nn.scan over blocks: flat compile time in depth; params stacked
+    c.init_from = ""  # run workdir or import-hf --out dir: start from its matching params
     return c
 
 
@@ -38,11 +48,26 @@ def task_defaults() -> mlc.ConfigDict:
 
 def data_defaults() -> mlc.ConfigDict:
     c = mlc.ConfigDict()
-    c.name = "synthetic_sentiment"  # dataset registry name
-    c.data_dir = ""  # root of user-placed files; "" reads $LLAMA_ADV_DATA_DIR
+    # Dataset: synthetic_* | sst2 | imdb | ag_news | multi30k | parallel_text | text_corpus |
+    # wikitext2 | tiny_shakespeare | any other tfds.load name (glue/sst2, imdb_reviews, ...).
+    c.name = "synthetic_sentiment"
+    c.data_dir = ""  # root of user-placed files (<root>/sst2, ...); "" reads $LLAMA_ADV_DATA_DIR
+    c.manual_dir = ""  # this dataset's own folder; "" = <data_dir>/<dataset's folder>
+    c.cache_dir = ""  # prepared TFDS data, tokenizers; "" = $LLAMA_ADV_CACHE_DIR or ~/.cache
+    c.split_files = ""  # text_corpus / parallel_text: "train=train,validation=val" (file stems)
+    c.text_field = ""  # feature holding the input (source) text; "" = the dataset's default
+    c.label_field = ""  # classification label feature; "" = "label"
+    c.target_field = ""  # seq2seq target text feature (makes the dataset seq2seq)
+    c.skip_malformed = False  # skip and count malformed rows instead of failing on the first
+    c.tokenizer = "byte"  # byte | sentencepiece | hf:/path/to/tokenizer.json
+    c.vocab_size = 8000  # sentencepiece: vocabulary size (specials included)
+    c.spm_model_type = "unigram"  # sentencepiece: unigram | bpe
+    c.tokenizer_split = ""  # split the tokenizer is trained on; "" = train_split
     c.max_length = 32  # tokens per example (inputs); longer examples are truncated
     c.target_max_length = 32  # decoder-side length for seq2seq
-    c.train_split = "train"
+    c.length_buckets = ()  # batch lengths (e.g. (64, 128, 256)); () = always max_length
+    c.pack_eos = False  # lm packing: append EOS after each example (document-per-example data)
+    c.train_split = "train"  # TFDS split syntax allowed, e.g. "train+unsup"
     c.eval_split = "validation"
     c.num_train = 20000  # synthetic tasks: examples in the train split
     c.num_eval = 1000  # synthetic tasks: examples in validation and test
@@ -88,6 +113,7 @@ def train_defaults() -> mlc.ConfigDict:
     c.log_every = 50  # steps between metric lines (the only host syncs)
     c.eval_every = 0  # steps between evaluations; 0 = only at the end
     c.progress_bar = True  # tqdm bar on a terminal; plain lines otherwise
+    c.num_devices = 0  # devices in the data-parallel mesh; 0 = all devices of all processes
     return c
 
 
@@ -117,9 +143,27 @@ def checkpoint_defaults() -> mlc.ConfigDict:
 
 def robustness_defaults() -> mlc.ConfigDict:
     c = mlc.ConfigDict()
-    c.suite = "default"  # named attack suite
-    c.epsilons = (0.0, 0.25, 0.5, 1.0, 2.0)  # radii of the embedding-attack curve
+    c.suite = "default"  # named attack suite: default | embedding | discrete | noise
+    c.epsilons = (0.0, 0.25, 0.5, 1.0, 2.0)  # L2 radii of the embedding-attack curve
+    c.linf_epsilons = (0.0, 0.005, 0.01, 0.02, 0.05)  # L-inf radii (per coordinate)
     c.limit = 0  # examples to attack; 0 = the whole evaluation split
+    c.split = ""  # split to attack; "" = eval.split
+    c.batch_size = 100  # examples per batch for every attack
+    c.seed = 0  # root of the attacks' random streams (PGD starts, char edits, noise)
+    c.embedding_attacks = ("pgd_l2", "pgd_linf", "fgm_l2", "fgm_linf")  # method_norm
+    c.scope = "example"  # embedding-attack ball: example (whole sequence) | token
+    c.pgd_steps = 10  # PGD ascent steps
+    c.pgd_step_size = 0.0  # 0 = 2.5 * epsilon / pgd_steps (Madry et al.)
+    c.discrete_attacks = ("hotflip", "deepwordbug")  # token substitution, character edits
+    c.sub_budget = 0.2  # hotflip: max fraction of a text's tokens changed (at least 1)
+    c.sub_neighbors = 20  # hotflip: candidates per token, nearest in the embedding table
+    c.sub_candidates = 8  # hotflip: best first-order swaps evaluated per greedy step
+    c.char_budget = 4  # deepwordbug: max Levenshtein distance between original and attack
+    c.noise = ("delete", "duplicate", "swap")  # random word-noise baselines
+    c.noise_rates = (0.1, 0.2)  # per-word probability of each noise operation
+    c.adv_set = ""  # AdvGLUE-format .json or text<TAB>label .tsv file; "" = none
+    c.adv_task = "sst2"  # task key inside an AdvGLUE JSON file
+    c.num_saved_examples = 20  # rows of examples.jsonl per attack
     return c
 
 

@@ -67,7 +67,7 @@ def prepare_workdir(config: mlc.ConfigDict, workdir: Path, overwrite: bool) -> N
 def create_state(exp: Experiment, config: mlc.ConfigDict, optimizer, mesh) -> TrainState:
     """Initialises parameters, optimizer and method state, replicated on ``mesh``."""
     root = jax.random.key(config.train.seed)
-    batch = example_batch(exp.dataset, config.data.train_split, jax.device_count())
+    batch = example_batch(exp.dataset, config.data.train_split, mesh.size)
     params = exp.model.init(jax.random.fold_in(root, PARAMS), batch)
     num_examples = len(exp.dataset.split(config.data.train_split))
     state = TrainState(
@@ -107,13 +107,13 @@ def train_and_evaluate(
     workdir = Path(workdir)
     exp = build_experiment(config)
     prepare_workdir(config, workdir, overwrite)
-    mesh = make_mesh()
     tc = config.train
+    mesh = make_mesh(tc.num_devices)
     schedule = make_schedule(config.optim, tc.num_steps)
     optimizer = make_optimizer(config.optim, schedule)
     state = create_state(exp, config, optimizer, mesh)
     num_params = count_params(state.params)
-    print(f"model {config.model.name}: {num_params:,} parameters on {jax.device_count()} devices")
+    print(f"model {config.model.name}: {num_params:,} parameters; {mesh.size} devices")
 
     ckpt = Checkpointer(
         workdir / "checkpoints", config.checkpoint.keep,

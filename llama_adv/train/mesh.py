@@ -9,12 +9,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 
 
-def make_mesh() -> Mesh:
-    """A 1-D mesh over every device of every process, axis ``"data"``."""
+def make_mesh(num_devices: int = 0) -> Mesh:
+    """A 1-D mesh, axis ``"data"``, over the first ``num_devices`` devices (0 = all devices
+    of all processes)."""
+    devices = jax.devices()[: num_devices or None]
     # Auto axes: the train step partitions by hand (shard_map); evaluation lets XLA do it.
-    return jax.make_mesh(
-        (jax.device_count(),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
-    )
+    return Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

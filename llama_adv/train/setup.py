@@ -39,11 +39,18 @@ def build_experiment(config: mlc.ConfigDict) -> Experiment:
         config.model, head=task.head, vocab_size=dataset.vocab_size, num_classes=num_classes
     )
     validate_adv_config(config.adv, model.streams)
-    if config.train.batch_size % jax.device_count():
+    devices = config.train.num_devices or jax.device_count()
+    if devices > jax.device_count():
         raise UserError(
-            f"train.batch_size={config.train.batch_size} is not divisible by the "
-            f"{jax.device_count()} devices; use a multiple of {jax.device_count()}."
+            f"train.num_devices={devices} but only {jax.device_count()} devices are visible."
         )
+    for field, size in (("train.batch_size", config.train.batch_size),
+                        ("eval.batch_size", config.eval.batch_size)):  # fmt: skip
+        if size % devices:
+            raise UserError(
+                f"{field}={size} is not divisible by the {devices} devices; "
+                f"use a multiple of {devices}."
+            )
     return Experiment(dataset, task, model, build_method(config.adv, task))
 
 

@@ -98,7 +98,7 @@ def make_train_step(
     def descend(params, opt_state, grads):
         grads = jax.lax.psum(grads, DATA_AXIS)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, optax.global_norm(grads)
+        return optax.apply_updates(params, updates), opt_state, optax.tree.norm(grads)
 
     def per_device(state: TrainState, batch: dict, rng: jax.Array):
         rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA_AXIS))
