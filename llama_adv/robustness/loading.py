@@ -1,0 +1,61 @@
+"""Loading a trained run: its config, its pieces, and the best checkpoint's parameters."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import ml_collections as mlc
+from jax.sharding import Mesh
+
+from llama_adv.config import load_config
+from llama_adv.errors import UserError
+from llama_adv.train.checkpoint import Checkpointer
+from llama_adv.train.loop import create_state
+from llama_adv.train.mesh import make_mesh
+from llama_adv.train.optimizer import make_optimizer, make_schedule
+from llama_adv.train.setup import Experiment, build_experiment
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    """A run ready to attack: ``params`` are the best checkpoint's (replicated on ``mesh``)."""
+
+    workdir: Path
+    config: mlc.ConfigDict
+    exp: Experiment
+    params: Any
+    step: int
+    mesh: Mesh
+
+
+def load_run(workdir: str | Path, overrides: tuple[str, ...] = ()) -> LoadedRun:
+    """Rebuilds the run in ``workdir`` from its ``config.json`` and restores the best step.
+
+    Raises:
+      UserError: no ``config.json`` or no checkpoint in ``workdir``.
+    """
+    workdir = Path(workdir)
+    if not (workdir / "config.json").is_file():
+        raise UserError(f"{workdir} holds no config.json; is it a training run's --workdir?")
+    config = load_config(str(workdir / "config.json"), overrides)
+    exp = build_experiment(config)
+    mesh = make_mesh()
+    # Restoring needs a state of the right structure; the optimizer only shapes opt_state.
+    optimizer = make_optimizer(config.optim, make_schedule(config.optim, config.train.num_steps))
+    like = create_state(exp, config, optimizer, mesh)
+    ckpt = Checkpointer(
+        workdir / "checkpoints",
+        config.checkpoint.keep,
+        config.checkpoint.best_metric,
+        config.checkpoint.best_mode,
+    )
+    try:
+        step = ckpt.best_step()
+        if step is None:
+            raise UserError(f"{workdir}/checkpoints holds no checkpoint; train the run first.")
+        state, _ = ckpt.restore(step, like)
+    finally:
+        ckpt.close()
+    return LoadedRun(workdir, config, exp, state.params, int(step), mesh)
