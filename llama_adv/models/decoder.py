@@ -17,7 +17,14 @@ import jax
 import jax.numpy as jnp
 
 from llama_adv.models.base import Batch, Embedded, Model, Params, compute_dtype, token_mask
-from llama_adv.models.layers import RMSNorm, attention_bias, rotary_embedding
+from llama_adv.models.layers import (
+    RMSNorm,
+    attention_bias,
+    causal_bias,
+    rotary_embedding,
+    run_stack,
+    update_kv_cache,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,13 +43,17 @@ class DecoderConfig:
     dtype: str
     head: str  # "lm" | "classification"
     num_classes: int
+    remat: bool = False  # recompute each block's activations in the backward pass
+    scan_layers: bool = False  # one nn.scan over the blocks (params stacked under "blocks")
 
 
 class Attention(nn.Module):
     cfg: DecoderConfig
+    deterministic: bool
+    decode: bool
 
     @nn.compact
-    def __call__(self, x, positions, bias, deterministic):
+    def __call__(self, x, positions, bias, index):
         cfg = self.cfg
         dtype = compute_dtype(cfg.dtype)
         dense = lambda n, name: nn.DenseGeneral(  # noqa: E731
@@ -51,6 +62,8 @@ class Attention(nn.Module):
         q = rotary_embedding(dense(cfg.num_heads, "query")(x), positions, cfg.rope_theta)
         k = rotary_embedding(dense(cfg.num_kv_heads, "key")(x), positions, cfg.rope_theta)
         v = dense(cfg.num_kv_heads, "value")(x)
+        if self.decode:
+            k, v = update_kv_cache(self, k, v, index)
         groups = cfg.num_heads // cfg.num_kv_heads
         k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
@@ -60,74 +73,107 @@ class Attention(nn.Module):
         out = nn.DenseGeneral(cfg.d_model, axis=(-2, -1), use_bias=False, dtype=dtype, name="out")(
             out
         )
-        return nn.Dropout(cfg.dropout_rate)(out, deterministic=deterministic)
+        return nn.Dropout(cfg.dropout_rate)(out, deterministic=self.deterministic)
 
 
 class SwiGLU(nn.Module):
     cfg: DecoderConfig
+    deterministic: bool
 
     @nn.compact
-    def __call__(self, x, deterministic):
+    def __call__(self, x):
         cfg = self.cfg
         dtype = compute_dtype(cfg.dtype)
         gate = nn.Dense(cfg.d_ff, use_bias=False, dtype=dtype, name="gate")(x)
         up = nn.Dense(cfg.d_ff, use_bias=False, dtype=dtype, name="up")(x)
         out = nn.Dense(cfg.d_model, use_bias=False, dtype=dtype, name="down")(nn.silu(gate) * up)
-        return nn.Dropout(cfg.dropout_rate)(out, deterministic=deterministic)
+        return nn.Dropout(cfg.dropout_rate)(out, deterministic=self.deterministic)
 
 
 class Block(nn.Module):
     cfg: DecoderConfig
+    deterministic: bool = True
+    decode: bool = False
+    scanned: bool = False  # return (x, None) as nn.scan expects
 
     @nn.compact
-    def __call__(self, x, positions, bias, deterministic):
+    def __call__(self, x, positions, bias, index):
         cfg = self.cfg
         dtype = compute_dtype(cfg.dtype)
         h = RMSNorm(cfg.norm_eps, dtype, name="attention_norm")(x)
-        x = x + Attention(cfg, name="attention")(h, positions, bias, deterministic)
+        attention = Attention(cfg, self.deterministic, self.decode, name="attention")
+        x = x + attention(h, positions, bias, index)
         h = RMSNorm(cfg.norm_eps, dtype, name="mlp_norm")(x)
-        return x + SwiGLU(cfg, name="mlp")(h, deterministic)
+        x = x + SwiGLU(cfg, self.deterministic, name="mlp")(h)
+        return (x, None) if self.scanned else x
 
 
 class DecoderModule(nn.Module):
     cfg: DecoderConfig
 
     def setup(self):
-        cfg = self.cfg
         self.embedding = nn.Embed(
-            cfg.vocab_size,
-            cfg.d_model,
+            self.cfg.vocab_size,
+            self.cfg.d_model,
             embedding_init=nn.initializers.normal(0.02),
             name="embedding",
         )
-        self.blocks = [Block(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
-        self.final_norm = RMSNorm(cfg.norm_eps, compute_dtype(cfg.dtype))
-        if cfg.head == "classification":
-            self.classifier = nn.Dense(cfg.num_classes, name="classifier")
-        elif not cfg.tie_embeddings:
-            self.lm_head = nn.Dense(cfg.vocab_size, use_bias=False, name="lm_head")
 
     def embed(self, tokens: jax.Array) -> jax.Array:
         return self.embedding(tokens)
 
-    def __call__(self, embedded, mask, deterministic=True):
+    def _decode_state(self, mask):
+        """Positions and bias of ``t`` new tokens appended to the cache, and the cache index.
+
+        The cache keeps, per row, which slots hold real tokens and how many real tokens
+        came so far, so positions and masking equal those of the full forward pass.
+        """
+        initialized = self.has_variable("cache", "index")
+        index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+        key_mask = self.variable("cache", "key_mask", jnp.zeros, mask.shape, bool)
+        count = self.variable("cache", "count", jnp.zeros, mask.shape[:1], jnp.int32)
+        start = index.value
+        positions = jnp.maximum(count.value[:, None] + jnp.cumsum(mask, axis=1) - 1, 0)
+        if not initialized:
+            return positions, attention_bias(mask, mask, causal=True), start
+        t = mask.shape[1]
+        key_mask.value = jax.lax.dynamic_update_slice(key_mask.value, mask, (0, start))
+        count.value = count.value + jnp.sum(mask, axis=1, dtype=jnp.int32)
+        index.value = start + t
+        slots = jnp.arange(key_mask.value.shape[1])
+        bias = causal_bias(start + jnp.arange(t), slots, key_mask.value)
+        return positions, bias, start
+
+    @nn.compact
+    def __call__(self, embedded, mask, deterministic=True, decode=False):
+        """``embedded`` ``[B, T, d_model]``, ``mask`` ``[B, T]`` -> logits (see the head).
+
+        With ``decode``, the ``T`` tokens are appended to the key/value cache (collection
+        ``"cache"``) and attend to everything written before them.
+        """
         cfg = self.cfg
         dtype = compute_dtype(cfg.dtype)
-        # Right padding: positions count real tokens, so a padded prefix (seq2seq as
-        # prefix LM) does not shift the positions of what follows.
-        positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
-        bias = attention_bias(mask, mask, causal=True)
-        x = embedded.astype(dtype)
-        for block in self.blocks:
-            x = block(x, positions, bias, deterministic)
-        x = self.final_norm(x)
+        if decode:
+            positions, bias, index = self._decode_state(mask)
+        else:
+            # Right padding: positions count real tokens, so a padded prefix (seq2seq as
+            # prefix LM) does not shift the positions of what follows.
+            positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+            bias, index = attention_bias(mask, mask, causal=True), jnp.zeros((), jnp.int32)
+        x = run_stack(
+            Block, cfg.num_layers, embedded.astype(dtype), (positions, bias, index),
+            scan=cfg.scan_layers, remat=cfg.remat,
+            cfg=cfg, deterministic=deterministic, decode=decode,
+        )  # fmt: skip
+        x = RMSNorm(cfg.norm_eps, dtype, name="final_norm")(x)
         if cfg.head == "classification":
             last = jnp.maximum(jnp.sum(mask, axis=1) - 1, 0)
             pooled = jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0]
-            return self.classifier(pooled).astype(jnp.float32)
+            return nn.Dense(cfg.num_classes, name="classifier")(pooled).astype(jnp.float32)
         if cfg.tie_embeddings:
             return self.embedding.attend(x).astype(jnp.float32)
-        return self.lm_head(x).astype(jnp.float32)
+        head = nn.Dense(cfg.vocab_size, use_bias=False, name="lm_head")
+        return head(x).astype(jnp.float32)
 
 
 class DecoderOnlyModel(Model):
@@ -174,3 +220,29 @@ class DecoderOnlyModel(Model):
 
     def perturbable_mask(self, batch: Batch) -> dict[str, jax.Array]:
         return {"inputs": token_mask(self._tokens(batch))}
+
+    def init_cache(self, params: Params, batch_size: int, max_length: int) -> Params:
+        """A zero key/value cache for ``batch_size`` sequences of up to ``max_length`` tokens."""
+        tokens = jnp.zeros((batch_size, max_length), jnp.int32)
+        dummy = jnp.zeros((batch_size, max_length, self.cfg.d_model), jnp.float32)
+        shapes = jax.eval_shape(
+            lambda: self.module.apply(
+                {"params": params}, dummy, token_mask(tokens), True, True, mutable=["cache"]
+            )[1]["cache"]
+        )
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def decode_step(
+        self, params: Params, cache: Params, tokens: jax.Array
+    ) -> tuple[jax.Array, Params]:
+        """Appends ``tokens`` ``[B, t]`` to ``cache``; returns logits ``[B, t, vocab]``."""
+        embedded = self.module.apply({"params": params}, tokens, method="embed")
+        logits, updated = self.module.apply(
+            {"params": params, "cache": cache},
+            embedded,
+            token_mask(tokens),
+            True,
+            True,
+            mutable=["cache"],
+        )
+        return logits, updated["cache"]

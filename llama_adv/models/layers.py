@@ -53,3 +53,113 @@ def attention_bias(query_mask: jax.Array, key_mask: jax.Array, causal: bool) -> 
         tq, tk = query_mask.shape[1], key_mask.shape[1]
         allowed = allowed & jnp.tril(jnp.ones((tq, tk), dtype=bool))[None, None]
     return jnp.where(allowed, 0.0, -1e9).astype(jnp.float32)
+
+
+def relative_position_bucket(
+    relative_position: jax.Array, *, bidirectional: bool, num_buckets: int, max_distance: int
+) -> jax.Array:
+    """T5's bucketing of ``key_position - query_position`` (any integer shape, same out).
+
+    Half of the buckets hold exact small distances, the other half logarithmically wider
+    ranges up to ``max_distance``; farther distances share the last bucket. Bidirectional
+    attention spends half the buckets on each direction; causal attention only looks back.
+    """
+    bucket = jnp.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        bucket = bucket + (relative_position > 0).astype(relative_position.dtype) * num_buckets
+        distance = jnp.abs(relative_position)
+    else:
+        distance = -jnp.minimum(relative_position, 0)
+    max_exact = num_buckets // 2
+    # The maximum keeps log() finite; those entries take the exact branch anyway.
+    scaled = jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact)
+    scaled = scaled / jnp.log(max_distance / max_exact) * (num_buckets - max_exact)
+    large = jnp.minimum(max_exact + scaled.astype(relative_position.dtype), num_buckets - 1)
+    return bucket + jnp.where(distance < max_exact, distance, large)
+
+
+def causal_bias(
+    query_positions: jax.Array, key_positions: jax.Array, key_mask: jax.Array
+) -> jax.Array:
+    """Additive bias ``[B, 1, Tq, Tk]`` for cached decoding: keys at or before each query.
+
+    Args:
+      query_positions: ``[Tq]`` indices of the queries in the full sequence.
+      key_positions: ``[Tk]`` indices of the keys (the cache slots).
+      key_mask: ``[B, Tk]`` true on real, already written keys.
+    """
+    allowed = key_positions[None, :] <= query_positions[:, None]
+    allowed = allowed[None, None] & key_mask[:, None, None, :]
+    return jnp.where(allowed, 0.0, -1e9).astype(jnp.float32)
+
+
+def update_kv_cache(
+    module: nn.Module, key: jax.Array, value: jax.Array, index: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Writes ``key``/``value`` ``[B, t, H, Dh]`` into ``module``'s cache at ``index``.
+
+    The cache (collection ``"cache"``) is created zero-filled with the shape of the first
+    call, which is made on a full-length dummy (see ``init_cache`` of the models); later
+    calls write ``t`` new positions and return the whole cache ``[B, L, H, Dh]``.
+    """
+    initialized = module.has_variable("cache", "key")
+    cached_key = module.variable("cache", "key", jnp.zeros, key.shape, key.dtype)
+    cached_value = module.variable("cache", "value", jnp.zeros, value.shape, value.dtype)
+    if not initialized:
+        return key, value
+    start = (0, index, 0, 0)
+    cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, start)
+    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, start)
+    return cached_key.value, cached_value.value
+
+
+def run_stack(
+    block: type[nn.Module],
+    num_layers: int,
+    x: jax.Array,
+    args: tuple,
+    *,
+    scan: bool,
+    remat: bool,
+    **block_fields,
+) -> jax.Array:
+    """Applies ``num_layers`` copies of ``block`` to ``x`` (call inside a compact method).
+
+    Unrolled, the blocks are named ``block_{i}``. With ``scan`` one ``nn.scan`` named
+    ``blocks`` runs them, parameters (and caches) stacked on a leading layer axis, so
+    compile time does not grow with depth. ``remat`` recomputes each block's activations
+    in the backward pass. ``args`` (arrays) are the same for every layer; static options
+    are module fields so that neither transform needs static arguments.
+    """
+    cls = nn.remat(block, prevent_cse=not scan) if remat else block
+    if not scan:
+        for i in range(num_layers):
+            x = cls(**block_fields, name=f"block_{i}")(x, *args)
+        return x
+    scanned = nn.scan(
+        cls,
+        variable_axes={"params": 0, "cache": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(nn.broadcast,) * len(args),
+        length=num_layers,
+    )
+    x, _ = scanned(**block_fields, scanned=True, name="blocks")(x, *args)
+    return x
+
+
+def stack_blocks(params: dict, num_layers: int) -> dict:
+    """Unrolled ``block_{i}`` subtrees -> one ``blocks`` subtree with a leading layer axis."""
+    out = {k: v for k, v in params.items() if not k.startswith("block_")}
+    layers = [params[f"block_{i}"] for i in range(num_layers)]
+    out["blocks"] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
+    return out
+
+
+def unstack_blocks(params: dict) -> dict:
+    """Inverse of :func:`stack_blocks`."""
+    out = {k: v for k, v in params.items() if k != "blocks"}
+    num_layers = jax.tree.leaves(params["blocks"])[0].shape[0]
+    for i in range(num_layers):
+        out[f"block_{i}"] = jax.tree.map(lambda x, i=i: x[i], params["blocks"])
+    return out

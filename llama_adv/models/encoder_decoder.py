@@ -1,0 +1,416 @@
+"""T5 v1.1-style encoder-decoder behind the :class:`Model` interface.
+
+Shared token embedding; pre-norm blocks with RMS layer norm and no biases anywhere;
+bucketed relative position bias (one table per stack, shared by its layers, added to
+unscaled dot-product scores); gated-GELU feed-forward; encoder self-attention, decoder
+causal self-attention and cross-attention. The LM head is the shared embedding applied to
+the decoder output scaled by ``d_model**-0.5`` (tied, as original T5) or a separate
+unscaled projection (untied, as T5 v1.1).
+
+Streams: ``"encoder"`` ``[B, S, d_model]`` and ``"decoder"`` ``[B, T, d_model]``.
+
+* Sequence-to-sequence / LM head: batches carry ``encoder_inputs``, ``decoder_inputs``
+  (targets shifted right) and the logits are ``[B, T, vocab]``.
+* Classification (batches carry only ``inputs``, which feed the encoder):
+  ``model.classifier_pooling="mean"`` (default for this model) averages the encoder output
+  over non-padding tokens and applies a linear classifier; the decoder is not built and the
+  only stream is ``"encoder"`` (asking to perturb ``"decoder"`` is then a config error,
+  rather than a silent no-op). ``"label_words"`` is T5's text-to-text way: the decoder
+  reads one start token (id 0, T5's decoder start) and the class logits are its LM logits
+  at ``model.label_token_ids``; the ``"decoder"`` stream is then that start token's
+  embedding ``[B, 1, d_model]``.
+
+The first decoder position is always treated as real, even when its id is 0: T5 uses the
+padding id as decoder start token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from llama_adv.errors import UserError
+from llama_adv.models.base import (
+    PAD_ID,
+    Batch,
+    Embedded,
+    Model,
+    Params,
+    compute_dtype,
+    token_mask,
+)
+from llama_adv.models.layers import (
+    RMSNorm,
+    attention_bias,
+    causal_bias,
+    relative_position_bucket,
+    run_stack,
+    update_kv_cache,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderDecoderConfig:
+    vocab_size: int
+    d_model: int
+    num_layers: int  # encoder blocks
+    num_decoder_layers: int
+    num_heads: int
+    head_dim: int
+    d_ff: int
+    dropout_rate: float
+    norm_eps: float
+    tie_embeddings: bool
+    dtype: str
+    head: str  # "lm" | "classification"
+    num_classes: int
+    num_buckets: int = 32
+    max_distance: int = 128
+    pooling: str = "mean"  # classification: "mean" | "label_words"
+    label_token_ids: tuple[int, ...] = ()
+    remat: bool = False
+    scan_layers: bool = False
+
+    @property
+    def has_decoder(self) -> bool:
+        return self.head == "lm" or self.pooling == "label_words"
+
+
+def _normal(std: float):
+    return nn.initializers.normal(std)
+
+
+class RelativeBias(nn.Module):
+    """The per-head bias T5 adds to attention scores, looked up by distance bucket."""
+
+    cfg: EncoderDecoderConfig
+    bidirectional: bool
+
+    @nn.compact
+    def __call__(self, query_positions: jax.Array, key_positions: jax.Array) -> jax.Array:
+        """``[Tq]``, ``[Tk]`` integer positions -> ``[1, H, Tq, Tk]`` float32."""
+        cfg = self.cfg
+        table = self.param(
+            "embedding", _normal(cfg.d_model**-0.5), (cfg.num_buckets, cfg.num_heads), jnp.float32
+        )
+        buckets = relative_position_bucket(
+            key_positions[None, :] - query_positions[:, None],
+            bidirectional=self.bidirectional,
+            num_buckets=cfg.num_buckets,
+            max_distance=cfg.max_distance,
+        )
+        return jnp.transpose(table[buckets], (2, 0, 1))[None]
+
+
+class T5Attention(nn.Module):
+    cfg: EncoderDecoderConfig
+    deterministic: bool
+    decode: bool = False  # append keys/values to the cache (decoder self-attention only)
+
+    @nn.compact
+    def __call__(self, x, context, bias, index):
+        """``x`` ``[B, Tq, d]`` attends to ``context`` ``[B, Tk, d]`` under ``bias``."""
+        cfg = self.cfg
+        dtype = compute_dtype(cfg.dtype)
+        inner = cfg.num_heads * cfg.head_dim
+
+        def project(name, std, inputs):
+            return nn.DenseGeneral(
+                (cfg.num_heads, cfg.head_dim), use_bias=False, dtype=dtype,
+                kernel_init=_normal(std), name=name,
+            )(inputs)  # fmt: skip
+
+        q = project("query", (cfg.d_model * cfg.head_dim) ** -0.5, x)
+        k = project("key", cfg.d_model**-0.5, context)
+        v = project("value", cfg.d_model**-0.5, context)
+        if self.decode:
+            k, v = update_kv_cache(self, k, v, index)
+        # No 1/sqrt(head_dim): T5 folds it into the initialisation of the query.
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias
+        weights = jax.nn.softmax(scores, axis=-1)
+        weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=self.deterministic)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(dtype), v)
+        out = nn.DenseGeneral(
+            cfg.d_model, axis=(-2, -1), use_bias=False, dtype=dtype,
+            kernel_init=_normal(inner**-0.5), name="out",
+        )(out)  # fmt: skip
+        return nn.Dropout(cfg.dropout_rate)(out, deterministic=self.deterministic)
+
+
+class GatedGelu(nn.Module):
+    cfg: EncoderDecoderConfig
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.cfg
+        dtype = compute_dtype(cfg.dtype)
+        dense = lambda n, std, name: nn.Dense(  # noqa: E731
+            n, use_bias=False, dtype=dtype, kernel_init=_normal(std), name=name
+        )
+        # tanh-approximated GELU, as T5 v1.1 ("gelu_new")
+        gate = jax.nn.gelu(dense(cfg.d_ff, cfg.d_model**-0.5, "gate")(x), approximate=True)
+        hidden = gate * dense(cfg.d_ff, cfg.d_model**-0.5, "up")(x)
+        hidden = nn.Dropout(cfg.dropout_rate)(hidden, deterministic=self.deterministic)
+        out = dense(cfg.d_model, cfg.d_ff**-0.5, "down")(hidden)
+        return nn.Dropout(cfg.dropout_rate)(out, deterministic=self.deterministic)
+
+
+class EncoderBlock(nn.Module):
+    cfg: EncoderDecoderConfig
+    deterministic: bool = True
+    scanned: bool = False
+
+    @nn.compact
+    def __call__(self, x, bias):
+        cfg = self.cfg
+        dtype = compute_dtype(cfg.dtype)
+        h = RMSNorm(cfg.norm_eps, dtype, name="attention_norm")(x)
+        x = x + T5Attention(cfg, self.deterministic, name="attention")(h, h, bias, 0)
+        h = RMSNorm(cfg.norm_eps, dtype, name="mlp_norm")(x)
+        x = x + GatedGelu(cfg, self.deterministic, name="mlp")(h)
+        return (x, None) if self.scanned else x
+
+
+class DecoderBlock(nn.Module):
+    cfg: EncoderDecoderConfig
+    deterministic: bool = True
+    decode: bool = False
+    scanned: bool = False
+
+    @nn.compact
+    def __call__(self, x, self_bias, encoded, cross_bias, index):
+        cfg = self.cfg
+        dtype = compute_dtype(cfg.dtype)
+        h = RMSNorm(cfg.norm_eps, dtype, name="attention_norm")(x)
+        attention = T5Attention(cfg, self.deterministic, self.decode, name="attention")
+        x = x + attention(h, h, self_bias, index)
+        h = RMSNorm(cfg.norm_eps, dtype, name="cross_attention_norm")(x)
+        cross = T5Attention(cfg, self.deterministic, name="cross_attention")
+        x = x + cross(h, encoded, cross_bias, index)
+        h = RMSNorm(cfg.norm_eps, dtype, name="mlp_norm")(x)
+        x = x + GatedGelu(cfg, self.deterministic, name="mlp")(h)
+        return (x, None) if self.scanned else x
+
+
+class EncoderStack(nn.Module):
+    cfg: EncoderDecoderConfig
+
+    @nn.compact
+    def __call__(self, embedded, mask, deterministic=True):
+        """``[B, S, d_model]`` embeddings, ``[B, S]`` mask -> ``[B, S, d_model]``."""
+        cfg = self.cfg
+        positions = jnp.arange(mask.shape[1])
+        bias = RelativeBias(cfg, bidirectional=True, name="relative_bias")(positions, positions)
+        bias = bias + attention_bias(mask, mask, causal=False)
+        x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=deterministic)
+        x = run_stack(
+            EncoderBlock, cfg.num_layers, x.astype(compute_dtype(cfg.dtype)), (bias,),
+            scan=cfg.scan_layers, remat=cfg.remat, cfg=cfg, deterministic=deterministic,
+        )  # fmt: skip
+        x = RMSNorm(cfg.norm_eps, compute_dtype(cfg.dtype), name="final_norm")(x)
+        return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+
+
+class DecoderStack(nn.Module):
+    cfg: EncoderDecoderConfig
+
+    @nn.compact
+    def __call__(self, embedded, mask, encoded, encoder_mask, deterministic=True, decode=False):
+        """``[B, T, d_model]`` decoder embeddings attending to ``encoded`` ``[B, S, d_model]``.
+
+        With ``decode`` the ``T`` tokens are appended to the self-attention cache.
+        """
+        cfg = self.cfg
+        relative = RelativeBias(cfg, bidirectional=False, name="relative_bias")
+        t = mask.shape[1]
+        initialized = decode and self.has_variable("cache", "index")
+        if decode:
+            index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+            key_mask = self.variable("cache", "key_mask", jnp.zeros, mask.shape, bool)
+        if initialized:
+            start = index.value
+            key_mask.value = jax.lax.dynamic_update_slice(key_mask.value, mask, (0, start))
+            index.value = start + t
+            queries, keys = start + jnp.arange(t), jnp.arange(key_mask.value.shape[1])
+            self_bias = causal_bias(queries, keys, key_mask.value) + relative(queries, keys)
+        else:
+            start, positions = jnp.zeros((), jnp.int32), jnp.arange(t)
+            self_bias = attention_bias(mask, mask, causal=True) + relative(positions, positions)
+        cross_bias = attention_bias(mask, encoder_mask, causal=False)
+        x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=deterministic)
+        x = run_stack(
+            DecoderBlock, cfg.num_decoder_layers, x.astype(compute_dtype(cfg.dtype)),
+            (self_bias, encoded, cross_bias, start),
+            scan=cfg.scan_layers, remat=cfg.remat,
+            cfg=cfg, deterministic=deterministic, decode=decode,
+        )  # fmt: skip
+        x = RMSNorm(cfg.norm_eps, compute_dtype(cfg.dtype), name="final_norm")(x)
+        return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+
+
+class EncoderDecoderModule(nn.Module):
+    cfg: EncoderDecoderConfig
+
+    def setup(self):
+        cfg = self.cfg
+        self.shared = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=_normal(1.0))
+        self.encoder = EncoderStack(cfg)
+        if cfg.has_decoder:
+            self.decoder = DecoderStack(cfg)
+            if not cfg.tie_embeddings:
+                self.lm_head = nn.Dense(
+                    cfg.vocab_size, use_bias=False, kernel_init=_normal(cfg.d_model**-0.5)
+                )
+        if cfg.head == "classification" and cfg.pooling == "mean":
+            self.classifier = nn.Dense(cfg.num_classes)
+
+    def embed(self, tokens: jax.Array) -> jax.Array:
+        return self.shared(tokens)
+
+    def encode(self, embedded, mask, deterministic=True):
+        return self.encoder(embedded, mask, deterministic)
+
+    def decode(self, embedded, mask, encoded, encoder_mask, deterministic=True, decode=False):
+        """Decoder stack and LM head: ``[B, T, d_model]`` -> logits ``[B, T, vocab]``."""
+        x = self.decoder(embedded, mask, encoded, encoder_mask, deterministic, decode)
+        if self.cfg.tie_embeddings:
+            # T5 rescales before the tied head because the shared table has unit scale.
+            x = x * (self.cfg.d_model**-0.5)
+            return self.shared.attend(x).astype(jnp.float32)
+        return self.lm_head(x).astype(jnp.float32)
+
+    def classify(self, encoded, mask):
+        """Mean of ``encoded`` ``[B, S, d]`` over real tokens -> ``[B, num_classes]``."""
+        weights = mask.astype(jnp.float32)[..., None]
+        pooled = jnp.sum(encoded.astype(jnp.float32) * weights, axis=1)
+        pooled = pooled / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
+        return self.classifier(pooled).astype(jnp.float32)
+
+    def __call__(self, encoder_tokens, decoder_tokens):
+        """Initialisation only: touches every parameter."""
+        encoded = self.encode(self.embed(encoder_tokens), token_mask(encoder_tokens))
+        if self.cfg.head == "classification" and self.cfg.pooling == "mean":
+            self.classify(encoded, token_mask(encoder_tokens))
+        if self.cfg.has_decoder:
+            dec_mask = decoder_mask(decoder_tokens)
+            self.decode(self.embed(decoder_tokens), dec_mask, encoded, token_mask(encoder_tokens))
+
+
+def decoder_mask(tokens: jax.Array) -> jax.Array:
+    """``[B, T]`` real decoder positions: non-padding, and always the first (start) token."""
+    return token_mask(tokens) | (jnp.arange(tokens.shape[1]) == 0)[None, :]
+
+
+class EncoderDecoderModel(Model):
+    """T5-style model; streams ``("encoder", "decoder")`` (or ``("encoder",)``, see above)."""
+
+    def __init__(self, cfg: EncoderDecoderConfig):
+        self.cfg = cfg
+        self.module = EncoderDecoderModule(cfg)
+        self.streams = ("encoder", "decoder") if cfg.has_decoder else ("encoder",)
+
+    def _tokens(self, batch: Batch) -> tuple[jax.Array, jax.Array | None]:
+        """Encoder tokens ``[B, S]`` and decoder tokens ``[B, T]`` (None without decoder)."""
+        if "encoder_inputs" in batch:
+            return batch["encoder_inputs"], batch["decoder_inputs"]
+        if self.cfg.head == "lm":
+            raise UserError(
+                "model.name=encoder_decoder with a language-modelling task needs "
+                "encoder_inputs/decoder_inputs batches; use task.name=seq2seq with a "
+                "sequence-to-sequence dataset, or model.name=decoder."
+            )
+        inputs = batch["inputs"]
+        if not self.cfg.has_decoder:
+            return inputs, None
+        return inputs, jnp.full((inputs.shape[0], 1), PAD_ID, inputs.dtype)
+
+    def init(self, rng: jax.Array, batch: Batch) -> Params:
+        encoder_tokens, decoder_tokens = self._tokens(batch)
+        if decoder_tokens is None:
+            decoder_tokens = encoder_tokens[:, :1]
+        return self.module.init(rng, encoder_tokens, decoder_tokens)["params"]
+
+    def embed(self, params: Params, batch: Batch) -> Embedded:
+        encoder_tokens, decoder_tokens = self._tokens(batch)
+        embed = lambda t: self.module.apply({"params": params}, t, method="embed")  # noqa: E731
+        out = {"encoder": embed(encoder_tokens)}
+        if decoder_tokens is not None:
+            out["decoder"] = embed(decoder_tokens)
+        return out
+
+    def apply_embedded(self, params, embedded, batch, *, deterministic=True, rngs=None):
+        encoder_tokens, decoder_tokens = self._tokens(batch)
+        variables = {"params": params}
+        encoder_mask = token_mask(encoder_tokens)
+        encoded = self.module.apply(
+            variables, embedded["encoder"], encoder_mask, deterministic,
+            rngs=rngs, method="encode",
+        )  # fmt: skip
+        if decoder_tokens is None:
+            logits = self.module.apply(variables, encoded, encoder_mask, method="classify")
+            return {"logits": logits}
+        logits = self.module.apply(
+            variables, embedded["decoder"], decoder_mask(decoder_tokens), encoded, encoder_mask,
+            deterministic, rngs=rngs, method="decode",
+        )  # fmt: skip
+        if self.cfg.head == "classification":  # label words read at the start token
+            logits = logits[:, 0, jnp.asarray(self.cfg.label_token_ids)]
+        return {"logits": logits}
+
+    def perturbable_mask(self, batch: Batch) -> dict[str, jax.Array]:
+        encoder_tokens, decoder_tokens = self._tokens(batch)
+        masks = {"encoder": token_mask(encoder_tokens)}
+        if decoder_tokens is not None:
+            masks["decoder"] = decoder_mask(decoder_tokens)
+        return masks
+
+    # -- cached decoding (llama_adv.models.decoding) --------------------------------------
+
+    def encode(self, params: Params, encoder_tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``[B, S]`` tokens -> encoder output ``[B, S, d_model]`` and its mask ``[B, S]``."""
+        variables = {"params": params}
+        mask = token_mask(encoder_tokens)
+        embedded = self.module.apply(variables, encoder_tokens, method="embed")
+        return self.module.apply(variables, embedded, mask, method="encode"), mask
+
+    def init_cache(
+        self, params: Params, batch_size: int, max_length: int, encoded: jax.Array
+    ) -> Params:
+        """A zero self-attention cache for ``batch_size`` targets of ``max_length`` tokens."""
+        tokens = jnp.zeros((batch_size, max_length), jnp.int32)
+        embedded = jnp.zeros((batch_size, max_length, self.cfg.d_model), jnp.float32)
+        enc_mask = jnp.ones(encoded.shape[:2], bool)
+
+        def shapes():
+            _, state = self.module.apply(
+                {"params": params}, embedded, decoder_mask(tokens), encoded, enc_mask,
+                True, True, method="decode", mutable=["cache"],
+            )  # fmt: skip
+            return state["cache"]
+
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(shapes))
+
+    def decode_step(
+        self,
+        params: Params,
+        cache: Params,
+        tokens: jax.Array,
+        encoded: jax.Array,
+        encoder_mask: jax.Array,
+    ) -> tuple[jax.Array, Params]:
+        """Appends decoder ``tokens`` ``[B, t]``; returns logits ``[B, t, vocab]`` and cache.
+
+        Every decoded token counts as real (the caller stops rows at end of sequence).
+        """
+        variables = {"params": params, "cache": cache}
+        embedded = self.module.apply(variables, tokens, method="embed")
+        mask = jnp.ones(tokens.shape, bool)
+        logits, state = self.module.apply(
+            variables, embedded, mask, encoded, encoder_mask, True, True,
+            method="decode", mutable=["cache"],
+        )  # fmt: skip
+        return logits, state["cache"]

@@ -1,0 +1,132 @@
+"""Named model sizes (``model.preset``) and the FLOPs-per-token estimate used for MFU.
+
+Parameter counts (32,000-token vocabulary, tied embeddings, LM head), from
+``tests/models/test_presets.py``-checked arithmetic:
+
+========  ===================  ===============================
+preset    decoder              encoder_decoder (enc + dec)
+========  ===================  ===============================
+tiny      see ``PRESETS``      tests only (~2M with 32k vocab)
+small     ~13M                 ~16M
+base      ~124M                ~130M
+medium    ~341M                ~360M
+large     ~990M                ~1.0B
+========  ===================  ===============================
+
+(:func:`describe_presets` prints the exact numbers.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections as mlc
+
+from llama_adv.errors import UserError
+
+# Fields a preset sets; everything else in the model section keeps its value.
+_DECODER = {
+    "tiny": dict(d_model=64, num_layers=2, num_heads=4, num_kv_heads=0, head_dim=0, d_ff=192),
+    "small": dict(d_model=256, num_layers=6, num_heads=4, num_kv_heads=0, head_dim=0, d_ff=704),
+    "base": dict(d_model=768, num_layers=12, num_heads=12, num_kv_heads=0, head_dim=0, d_ff=2560),
+    "medium": dict(
+        d_model=1024, num_layers=24, num_heads=16, num_kv_heads=0, head_dim=0, d_ff=2816
+    ),
+    "large": dict(d_model=2048, num_layers=18, num_heads=16, num_kv_heads=0, head_dim=0, d_ff=5632),
+}
+# T5 v1.1-like proportions: num_layers blocks in each of the encoder and the decoder.
+_ENCODER_DECODER = {
+    "tiny": dict(
+        d_model=64, num_layers=2, num_decoder_layers=0, num_heads=4, head_dim=16, d_ff=128
+    ),
+    "small": dict(
+        d_model=256, num_layers=4, num_decoder_layers=0, num_heads=4, head_dim=64, d_ff=640
+    ),
+    "base": dict(
+        d_model=768, num_layers=10, num_decoder_layers=0, num_heads=12, head_dim=64, d_ff=2048
+    ),
+    "medium": dict(
+        d_model=1024, num_layers=14, num_decoder_layers=0, num_heads=16, head_dim=64, d_ff=2816
+    ),
+    "large": dict(
+        d_model=2048, num_layers=10, num_decoder_layers=0, num_heads=32, head_dim=64, d_ff=5120
+    ),
+}
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "decoder": _DECODER,
+    "encoder_decoder": _ENCODER_DECODER,
+}
+
+
+def apply_preset(config: mlc.ConfigDict) -> mlc.ConfigDict:
+    """Returns a copy of the ``model`` section with ``config.preset``'s fields set.
+
+    An empty preset returns the section unchanged. The preset wins over the size fields it
+    names, so ``--config.model.preset=base`` alone is enough.
+    """
+    if not config.preset:
+        return config
+    table = PRESETS.get(config.name, {})
+    if config.preset not in table:
+        raise UserError(
+            f"Unknown model.preset {config.preset!r} for model.name={config.name!r}; "
+            f"valid: {', '.join(sorted(table)) or 'none'}."
+        )
+    out = mlc.ConfigDict(config.to_dict())
+    for key, value in table[config.preset].items():
+        out[key] = value
+    return out
+
+
+def _attention_width(config: mlc.ConfigDict) -> int:
+    return config.num_heads * (config.head_dim or config.d_model // config.num_heads)
+
+
+def matmul_params(config: mlc.ConfigDict, vocab_size: int) -> dict[str, int]:
+    """Parameters that multiply activations, per part (embedding lookups excluded).
+
+    Returns ``{"encoder": ..., "decoder": ..., "head": ...}`` (``encoder`` is 0 for the
+    decoder-only model); ``head`` is the ``d_model x vocab`` LM projection, tied or not.
+    """
+    config = apply_preset(config)
+    d, ff, inner = config.d_model, config.d_ff, _attention_width(config)
+    head = d * (config.vocab_size or vocab_size)
+    if config.name == "decoder":
+        kv = (config.num_kv_heads or config.num_heads) * (inner // config.num_heads)
+        layer = 2 * d * inner + 2 * d * kv + 3 * d * ff
+        return {"encoder": 0, "decoder": config.num_layers * layer, "head": head}
+    decoder_layers = config.num_decoder_layers or config.num_layers
+    return {
+        "encoder": config.num_layers * (4 * d * inner + 3 * d * ff),
+        "decoder": decoder_layers * (8 * d * inner + 3 * d * ff),
+        "head": head,
+    }
+
+
+def flops_per_token(config: mlc.ConfigDict, seq_len: int, vocab_size: int = 32000) -> float:
+    """Training FLOPs (forward + backward) per token, for model-FLOPs utilisation.
+
+    Decoder-only (Kaplan et al. 2020; PaLM appendix B), ``T = seq_len``::
+
+        6 * N + 12 * L * A * T
+
+    with ``N`` the matmul parameters (:func:`matmul_params`, LM head included), ``L``
+    blocks and ``A = num_heads * head_dim``; the second term is the ``QK^T`` and ``AV``
+    products (2 matmuls x 2 FLOPs x 3 for forward and backward), not discounted for
+    causality. Encoder-decoder with source and target both ``seq_len`` long: the FLOPs of
+    one example divided by its ``S + T`` tokens (the loop's ``tokens_per_sec`` counts both)::
+
+        [6 (N_enc S + (N_dec + N_head) T)
+         + 12 A (L_enc S^2 + L_dec T^2 + L_dec T S)] / (S + T)
+    """
+    config = apply_preset(config)
+    parts = matmul_params(config, vocab_size)
+    width = _attention_width(config)
+    if config.name == "decoder":
+        n = parts["decoder"] + parts["head"]
+        return float(6 * n + 12 * config.num_layers * width * seq_len)
+    s = t = seq_len
+    dec_layers = config.num_decoder_layers or config.num_layers
+    dense = 6 * (parts["encoder"] * s + (parts["decoder"] + parts["head"]) * t)
+    attention = 12 * width * (config.num_layers * s * s + dec_layers * (t * t + t * s))
+    return float((dense + attention) / (s + t))
