@@ -8,30 +8,120 @@ from __future__ import annotations
 import ml_collections as mlc
 
 from llama_adv.adversarial import geometry
-from llama_adv.adversarial.base import BatchInfo, Method
+from llama_adv.adversarial.base import BatchInfo, Method, Options
+from llama_adv.adversarial.methods.adaptive import BASES, Adaptive
+from llama_adv.adversarial.methods.alum import ALUM
 from llama_adv.adversarial.methods.clean import NoAdversary
 from llama_adv.adversarial.methods.fgm import FGM
+from llama_adv.adversarial.methods.fgsm import FGSM
+from llama_adv.adversarial.methods.freeat import FreeAT
+from llama_adv.adversarial.methods.freelb import FreeLB
+from llama_adv.adversarial.methods.pgd import PGD
+from llama_adv.adversarial.methods.random import RandomPerturbation
+from llama_adv.adversarial.methods.smart import SMART
+from llama_adv.adversarial.methods.trades import TRADES
+from llama_adv.adversarial.methods.vat import VAT
 from llama_adv.errors import UserError
 from llama_adv.registry import Registry
-from llama_adv.tasks import Task
+from llama_adv.tasks import DIVERGENCES, Task
 
 METHODS: Registry = Registry("adversarial method")
 METHODS.register("none")(NoAdversary)
+METHODS.register("random")(RandomPerturbation)
+METHODS.register("fgsm")(FGSM)
 METHODS.register("fgm")(FGM)
+METHODS.register("pgd")(PGD)
+METHODS.register("freeat")(FreeAT)
+METHODS.register("freelb")(FreeLB)
+METHODS.register("smart")(SMART)
+METHODS.register("vat")(VAT)
+METHODS.register("alum")(ALUM)
+METHODS.register("trades")(TRADES)
+METHODS.register("adaptive")(Adaptive)
+
+# Methods whose ascent loop runs adv.steps times (VAT: power iterations).
+ITERATIVE = ("pgd", "freelb", "smart", "vat", "alum", "trades")
+# Methods whose only adversarial term is the divergence: weight_div 0 would make them clean.
+DIVERGENCE_ONLY = ("random", "vat", "alum", "trades")
+# Methods whose perturbation size is the radius itself, so "unbounded" means nothing.
+NEED_RADIUS = ("fgm", "fgsm", "vat", "none", "random")
+CHOICES = {
+    "norm": ("",) + geometry.NORMS,
+    "scope": ("",) + geometry.SCOPES,
+    "projection": ("", "ball", "sphere"),
+    "init": ("", "zero", "uniform", "normal"),
+    "inner": ("", "ce") + DIVERGENCES,
+    "divergence": ("",) + DIVERGENCES,
+    "radius_schedule": ("constant", "linear"),
+}
+
+
+def _fail(field: str, message: str) -> UserError:
+    return UserError(f"adv.{field} {message}")
 
 
 def validate_adv_config(config: mlc.ConfigDict, streams: tuple[str, ...]) -> None:
     """Raises UserError naming the field of an inconsistent ``adv`` section."""
-    METHODS.get(config.method, field="adv.method")
+    factory = METHODS.get(config.method, field="adv.method")
+    method = config.method
+    for field, valid in CHOICES.items():
+        if config[field] not in valid:
+            raise _fail(field, f"must be one of {valid}, got {config[field]!r}.")
     if config.epsilon < 0:
-        raise UserError(f"adv.epsilon must be >= 0, got {config.epsilon}.")
-    if config.norm not in geometry.NORMS:
-        raise UserError(f"adv.norm must be one of {geometry.NORMS}, got {config.norm!r}.")
-    if config.scope not in geometry.SCOPES:
-        raise UserError(f"adv.scope must be one of {geometry.SCOPES}, got {config.scope!r}.")
+        raise _fail("epsilon", f"must be >= 0 (a radius), got {config.epsilon}.")
+    for field in ("weight_clean", "weight_adv", "weight_div", "init_magnitude", "step_size"):
+        if config[field] < 0 and config[field] != -1:
+            raise _fail(field, f"must be >= 0 (or -1 for the method default), got {config[field]}.")
+    if config.steps < -1:
+        raise _fail("steps", f"must be >= 1 (or -1 for the method default), got {config.steps}.")
+    defaults = BASES[config.adaptive.base].defaults if method == "adaptive" else factory.defaults
+    opt = Options.resolve(config, defaults)
+    iterative = method in ITERATIVE or (method == "adaptive" and config.adaptive.base != "fgm")
+    if iterative and opt.steps < 1:
+        raise _fail("steps", f"must be >= 1 for the iterative method {method!r}, got {opt.steps}.")
+    if method in DIVERGENCE_ONLY and opt.weight_div <= 0:
+        raise _fail("weight_div", f"must be > 0 for {method!r}: its divergence term is the method.")
     if config.begin_step < 0:
-        raise UserError(f"adv.begin_step must be >= 0, got {config.begin_step}.")
+        raise _fail("begin_step", f"must be >= 0, got {config.begin_step}.")
+    if config.radius_schedule == "linear" and config.radius_ramp_steps <= 0:
+        raise _fail("radius_ramp_steps", "must be > 0 with adv.radius_schedule=linear.")
+    if config.unbounded:
+        if method in NEED_RADIUS or opt.projection == "sphere":
+            raise _fail("unbounded", f"does not apply to {method!r} (its step is the radius).")
+        if opt.step_size <= 0:
+            raise _fail("step_size", "must be set (> 0) with adv.unbounded: 2.5 * eps / K is inf.")
+    if any(int(t) < 0 for t in config.skip_token_ids):
+        raise _fail("skip_token_ids", f"must be token ids >= 0, got {config.skip_token_ids}.")
+    _validate_sections(config)
     select_streams(config.streams, streams)
+
+
+def _validate_sections(config: mlc.ConfigDict) -> None:
+    """The method-specific sub-sections (only the selected method's are checked)."""
+    method = config.method
+    if method == "freeat" and config.freeat.replays < 1:
+        raise _fail("freeat.replays", f"must be >= 1, got {config.freeat.replays}.")
+    if method == "vat" and config.vat.xi <= 0:
+        raise _fail("vat.xi", f"must be > 0, got {config.vat.xi}.")
+    if method == "smart":
+        s = config.smart
+        for field in ("ema_early", "ema_late"):
+            if not 0 <= s[field] <= 1:
+                raise _fail(f"smart.{field}", f"must be in [0, 1], got {s[field]}.")
+        if s.weight_breg < 0 or s.ema_switch_step < 0:
+            raise _fail("smart.weight_breg", "and adv.smart.ema_switch_step must be >= 0.")
+    if method == "adaptive":
+        a = config.adaptive
+        if a.base not in BASES:
+            raise _fail("adaptive.base", f"must be one of {tuple(BASES)}, got {a.base!r}.")
+        if a.rule not in ("one", "iaat"):
+            raise _fail("adaptive.rule", f"must be 'one' or 'iaat', got {a.rule!r}.")
+        if a.gamma < 0:
+            raise _fail("adaptive.gamma", f"must be >= 0, got {a.gamma}.")
+        if not 0 < a.smoothing <= 1:
+            raise _fail("adaptive.smoothing", f"must be in (0, 1], got {a.smoothing}.")
+        if not 0 <= a.eps_min <= a.eps_max:
+            raise _fail("adaptive.eps_min", f"must satisfy 0 <= eps_min <= eps_max ({a.eps_max}).")
 
 
 def select_streams(spec: str, streams: tuple[str, ...]) -> tuple[str, ...]:

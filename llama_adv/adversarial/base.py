@@ -7,13 +7,17 @@ A method sees only an ``objective`` closed over one batch,
 where ``delta`` is ``{stream: [B, L, D]}`` for the perturbed streams (missing streams are
 unperturbed), plus a :class:`BatchInfo`. It returns parameter gradients and metrics. It
 knows nothing of models, devices or datasets.
+
+Options shared by all methods (``adv.steps``, ``adv.norm``, loss weights, ...) use a
+sentinel (-1 or "") for "this method's default"; :class:`Options` resolves them once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -87,24 +91,89 @@ def perturbation_norms(delta: Delta, kind: str) -> jax.Array:
     return jnp.sqrt(sum(squares))
 
 
+# Sentinels meaning "the method's own default" in the ``adv`` config section.
+AUTO_NUMBER, AUTO_STRING = -1, ""
+# Options every method resolves against its ``defaults``; the fallback is the last column.
+COMMON = {
+    "weight_clean": 1.0,
+    "weight_adv": 1.0,
+    "weight_div": 0.0,
+    "steps": 1,
+    "step_size": 0.0,  # 0 after resolution: the method computes one from the radius
+    "init": "zero",
+    "init_magnitude": 0.0,
+    "norm": "l2",
+    "scope": "example",
+    "inner": "ce",
+    "divergence": "symmetric_kl",
+    "projection": "ball",
+}
+# Folded into an update's key for the perturbation's random start (dropout keys use the
+# key itself or small indices), so noise and dropout never share a stream.
+NOISE_STREAM = 0x6E6F6973
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The resolved common options of one method (sentinels replaced by its defaults)."""
+
+    weight_clean: float
+    weight_adv: float
+    weight_div: float
+    steps: int
+    step_size: float
+    init: str
+    init_magnitude: float
+    norm: str
+    scope: str
+    inner: str
+    divergence: str
+    projection: str
+
+    @classmethod
+    def resolve(cls, config: mlc.ConfigDict, defaults: dict[str, Any]) -> Options:
+        values = {}
+        for name, fallback in COMMON.items():
+            value = config.get(name, AUTO_NUMBER)
+            if value in (AUTO_NUMBER, AUTO_STRING):
+                value = defaults.get(name, fallback)
+            values[name] = value
+        return cls(**values)
+
+
 class Method:
     """Base class: subclasses implement :meth:`grads` (one optimizer step per batch) or
     override :meth:`update` (FreeAT-style several steps per batch).
 
     Attributes:
-      passes: (forward, backward) passes per update, clean training = (1, 1).
+      passes: (forward, backward) passes per update as METHODS.md counts them (a backward
+        through several joined forwards counts once), clean training = (1, 1).
+      cost: (forwards, input-only backwards, parameter backwards), each counted per
+        forward graph it runs through; :meth:`theoretical_ratio` weighs them 1, 1 and 2
+        (a backward that also yields parameter gradients costs about two forwards).
+      defaults: this method's values for the common options left at their sentinel.
     """
 
     passes: tuple[float, float] = (1, 1)
+    cost: tuple[float, float, float] = (1, 0, 1)
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: mlc.ConfigDict, task: Task):
         self.config = config
         self.task = task
+        self.opt = Options.resolve(config, self.defaults)
 
+    # ----------------------------------------------------------------- state and cost
     def init_state(self, params: Params, num_examples: int) -> Any:
         """Method state kept in the train state (checkpointed); ``{}`` if none."""
         return {}
 
+    def theoretical_ratio(self) -> float:
+        """Expected step time relative to clean training, from :attr:`cost`."""
+        forward, input_backward, param_backward = self.cost
+        return (forward + input_backward + 2 * param_backward) / 3
+
+    # ---------------------------------------------------------------------- updates
     def grads(self, objective: Objective, params: Params, info: BatchInfo, rng, state):
         """Returns ``(grads, metrics, new_state)``; ``grads`` are this device's share."""
         raise NotImplementedError
@@ -115,9 +184,163 @@ class Method:
         params, opt_state, grad_norm = descend(params, opt_state, grads)
         return params, opt_state, {**metrics, "grad_norm": grad_norm}, state
 
+    # ---------------------------------------------------------------------- helpers
+    def radius(self, info: BatchInfo) -> jax.Array:
+        """The scheduled radius at ``info.step`` (scalar): constant, or a linear ramp from 0
+        over ``adv.radius_ramp_steps`` steps counted from ``adv.begin_step``; ``inf`` when
+        ``adv.unbounded``."""
+        cfg = self.config
+        if cfg.get("unbounded", False):
+            return jnp.asarray(math.inf, jnp.float32)
+        eps = jnp.asarray(cfg.epsilon, jnp.float32)
+        if cfg.get("radius_schedule", "constant") == "linear" and cfg.radius_ramp_steps > 0:
+            done = (info.step - cfg.begin_step + 1).astype(jnp.float32)
+            eps = eps * jnp.clip(done / cfg.radius_ramp_steps, 0.0, 1.0)
+        return eps
+
+    def rng_at(self, rng: jax.Array, index: int | jax.Array) -> jax.Array:
+        """Dropout key of forward pass ``index`` of an update: the same key for all passes
+        when ``adv.reuse_dropout`` (FreeLB's shared dropout mask), else one per pass."""
+        if self.config.get("reuse_dropout", True):
+            return rng
+        return jax.random.fold_in(rng, index)
+
+    def masks(self, info: BatchInfo) -> dict[str, jax.Array]:
+        """``info.masks`` with the configured special tokens (``adv.skip_token_ids``) off."""
+        token_ids = tuple(self.config.get("skip_token_ids", ()))
+        if not token_ids:
+            return info.masks
+        out = {}
+        for stream, mask in info.masks.items():
+            tokens = stream_tokens(info.batch, stream)
+            ok = tokens is not None and tokens.shape == mask.shape
+            out[stream] = geometry.exclude_tokens(mask, tokens, token_ids) if ok else mask
+        return out
+
+    def divergence(self, clean_out: dict, adv_out: dict, info: BatchInfo, kind: str):
+        """Per-example ``[B]`` divergence; ``kl`` is ``KL(p_clean || p_adv)``."""
+        return self.task.divergence(clean_out, adv_out, info.batch, kind)
+
+    def inner_loss(self, objective, params, info: BatchInfo, clean_out: dict | None, kind: str):
+        """The per-example ``[B]`` quantity an ascent step maximises, ``(delta, rng) -> [B]``.
+
+        ``ce``: the task loss at ``x + delta``; ``kl``/``reverse_kl``/``symmetric_kl``: the
+        divergence between the (stop-gradient) clean outputs and those at ``x + delta``.
+        """
+        if kind == "ce":
+            return lambda delta, rng: objective(params, delta, rng)[0]
+        clean = jax.lax.stop_gradient(clean_out)
+        return lambda delta, rng: self.divergence(
+            clean, objective(params, delta, rng)[1], info, kind
+        )
+
     def flip_rate(self, clean: dict, perturbed: dict, info: BatchInfo) -> jax.Array:
         """Fraction of examples whose prediction the perturbation changed."""
+        return info.global_example_mean(self.flips(clean, perturbed))
+
+    def flips(self, clean: dict, perturbed: dict) -> jax.Array:
+        """Per-example ``[B]`` fraction of predictions the perturbation changed."""
         changed = self.task.predictions(clean) != self.task.predictions(perturbed)
         if changed.ndim > 1:  # token-level tasks: fraction of changed tokens per example
             changed = jnp.mean(changed.astype(jnp.float32), axis=tuple(range(1, changed.ndim)))
-        return info.global_example_mean(changed.astype(jnp.float32))
+        return changed.astype(jnp.float32)
+
+    def metrics(self, info: BatchInfo, terms: dict, delta: Delta, clean_out, adv_out) -> dict:
+        """The standard per-step metrics from this device's loss terms (local shares).
+
+        Args:
+          terms: ``{"clean", "adv", "div"}`` local means; summed over devices here.
+        """
+        clean, adv, div = (info.psum(terms[k]) for k in ("clean", "adv", "div"))
+        o = self.opt
+        norms = perturbation_norms(delta, self.opt.norm)
+        return {
+            "loss": o.weight_clean * clean + o.weight_adv * adv + o.weight_div * div,
+            "loss_clean": clean,
+            "loss_adv": adv,
+            "loss_div": div,
+            "perturbation_norm": info.global_example_mean(norms),
+            "perturbation_norm_max": info.global_max(norms),
+            "flip_rate": self.flip_rate(clean_out, adv_out, info),
+        }
+
+    def step_size(self, radius) -> jax.Array:
+        """``adv.step_size``, or ``2.5 * radius / steps`` (Madry et al.) when left at 0."""
+        if self.opt.step_size > 0:
+            return jnp.asarray(self.opt.step_size, jnp.float32)
+        return 2.5 * jnp.asarray(radius, jnp.float32) / max(self.opt.steps, 1)
+
+    def clean_term(self, clean_out: dict, info: BatchInfo) -> jax.Array:
+        """This device's share of the clean loss (VAT overrides it for unlabelled data)."""
+        return info.local_mean(self.task.loss(clean_out, info.batch))
+
+    def adv_term(self, per_example: jax.Array, adv_out: dict, info: BatchInfo) -> jax.Array:
+        """This device's share of the perturbed loss from the objective's ``[B]`` losses."""
+        return info.local_mean(per_example)
+
+    #: whether the ``w_div`` term's gradient flows through the clean outputs (VAT: no)
+    div_through_clean: bool = True
+
+    def clean_forward(self, objective, params, rng):
+        """The clean forward pass, kept differentiable without a second forward.
+
+        Returns:
+          ``(clean_out, pullback)``: ``pullback(d_outputs) -> (d_params,)`` (``jax.vjp``).
+        """
+        clean_out, pullback = jax.vjp(lambda p: objective(p, {}, rng)[1], params)
+        return clean_out, pullback
+
+    def descent_grads(self, objective, params, delta, info, rng, clean_out, pullback, extra=None):
+        """Gradient of ``w_clean L(x) + w_adv L(x + delta) + w_div D(p(x), p(x + delta))``
+        (plus ``extra(clean_out)``), reusing the clean forward through ``pullback``.
+
+        Args:
+          delta: the (fixed) perturbation; rng: dropout key of the perturbed forward.
+          pullback: from :meth:`clean_forward`; ``None`` holds the clean outputs fixed
+            (the caller has the clean gradient already).
+          extra: optional ``clean_out -> (local loss, metrics)`` added to the loss (SMART's
+            Bregman term).
+
+        Returns:
+          ``(grads, terms, adv_out, extra_metrics)``; ``terms`` holds local shares.
+        """
+        o = self.opt
+        delta = jax.tree.map(jax.lax.stop_gradient, delta)
+
+        def loss_fn(p, clean):
+            per_adv, adv_out = objective(p, delta, rng)
+            div_clean = clean if self.div_through_clean else jax.lax.stop_gradient(clean)
+            terms = {
+                "clean": self.clean_term(clean, info),
+                "adv": self.adv_term(per_adv, adv_out, info),
+                "div": info.local_mean(self.divergence(div_clean, adv_out, info, o.divergence)),
+            }
+            loss = o.weight_clean * terms["clean"] + o.weight_adv * terms["adv"]
+            loss = loss + o.weight_div * terms["div"]
+            extra_metrics = {}
+            if extra is not None:
+                extra_loss, extra_metrics = extra(clean)
+                loss = loss + extra_loss
+            return loss, (terms, adv_out, extra_metrics)
+
+        (_, (terms, adv_out, extra_metrics)), (grads, d_clean) = jax.value_and_grad(
+            loss_fn, argnums=(0, 1), has_aux=True
+        )(params, clean_out)
+        # Skip the clean backward when no term reaches the clean outputs (a static fact of
+        # the config): a zero cotangent would still cost a full backward pass.
+        reaches_clean = o.weight_clean or (o.weight_div and self.div_through_clean) or extra
+        if pullback is not None and reaches_clean:
+            (clean_grads,) = pullback(d_clean)
+            grads = jax.tree.map(jnp.add, grads, clean_grads)
+        return grads, terms, adv_out, extra_metrics
+
+
+def stream_tokens(batch: dict, stream: str) -> jax.Array | None:
+    """The token ids ``[B, L]`` behind an embedding stream, if the batch has them."""
+    if stream in batch:
+        return batch[stream]
+    if f"{stream}_inputs" in batch:
+        return batch[f"{stream}_inputs"]
+    if stream == "inputs" and "encoder_inputs" in batch:  # decoder-only model on seq2seq
+        return jnp.concatenate([batch["encoder_inputs"], batch["decoder_inputs"]], axis=1)
+    return None

@@ -27,6 +27,11 @@ def _expand(radius: jax.Array | float, scope: str) -> jax.Array:
     return radius[:, None, None] if radius.ndim == 1 else radius
 
 
+def broadcast(radius: jax.Array | float) -> jax.Array:
+    """A scalar or per-example ``[B]`` radius (or step size) shaped to scale ``[B, L, D]``."""
+    return _expand(radius, "example")
+
+
 def apply_mask(delta: jax.Array, mask: jax.Array) -> jax.Array:
     """Zeroes ``delta`` on masked-out positions."""
     return delta * mask[..., None].astype(delta.dtype)
@@ -41,14 +46,44 @@ def norm(delta: jax.Array, kind: str, scope: str) -> jax.Array:
     return jnp.max(jnp.abs(delta), axis=axes)
 
 
-def normalize(grad: jax.Array, mask: jax.Array, kind: str, scope: str) -> jax.Array:
-    """Steepest-ascent direction of unit size: ``g / ||g||_2`` (L2) or ``sign(g)`` (L-inf)."""
+def _per_scope(size: jax.Array, scope: str) -> jax.Array:
+    """Broadcasts a ``[B]`` (example) or ``[B, L]`` (token) norm against ``[B, L, D]``."""
+    return size[:, None, None] if scope == "example" else size[..., None]
+
+
+def normalize(
+    grad: jax.Array, mask: jax.Array, kind: str, scope: str, linf_step: str = "sign"
+) -> jax.Array:
+    """Steepest-ascent direction of unit size.
+
+    L2: ``g / ||g||_2``. L-inf: ``sign(g)`` (``linf_step="sign"``) or ``g / ||g||_inf``
+    (``"max"``, FreeLB's code), both with L-inf norm 1 in ``scope``.
+    """
     grad = apply_mask(grad.astype(jnp.float32), mask)
     if kind == "linf":
-        return jnp.sign(grad)
-    size = norm(grad, "l2", scope)
-    size = size[:, None, None] if scope == "example" else size[..., None]
-    return grad / jnp.maximum(size, TINY)
+        if linf_step == "sign":
+            return jnp.sign(grad)
+        return grad / jnp.maximum(_per_scope(norm(grad, "linf", scope), scope), TINY)
+    return grad / jnp.maximum(_per_scope(norm(grad, "l2", scope), scope), TINY)
+
+
+def to_sphere(delta: jax.Array, mask: jax.Array, radius, kind: str, scope: str) -> jax.Array:
+    """Rescales ``delta`` onto the ``radius`` sphere (not ball) of its scope, masked.
+
+    The public SMART/ALUM code does this per token with L-inf and radius 1 instead of
+    projecting onto a ball; zero rows stay zero.
+    """
+    delta = apply_mask(delta.astype(jnp.float32), mask)
+    size = _per_scope(norm(delta, kind, scope), scope)
+    return delta * (_expand(radius, scope) / jnp.maximum(size, TINY))
+
+
+def exclude_tokens(mask: jax.Array, tokens: jax.Array, token_ids) -> jax.Array:
+    """``mask`` ``[B, L]`` with positions holding any of ``token_ids`` (e.g. BOS, EOS) off."""
+    keep = jnp.ones(tokens.shape, bool)
+    for token in token_ids:
+        keep &= tokens != token
+    return mask * keep.astype(mask.dtype)
 
 
 def project(delta: jax.Array, radius, kind: str, scope: str) -> jax.Array:
@@ -59,16 +94,23 @@ def project(delta: jax.Array, radius, kind: str, scope: str) -> jax.Array:
     radius = _expand(radius, scope)
     if kind == "linf":
         return jnp.clip(delta, -radius, radius)
-    size = norm(delta, "l2", scope)
-    size = size[:, None, None] if scope == "example" else size[..., None]
+    size = _per_scope(norm(delta, "l2", scope), scope)
     scale = jnp.minimum(1.0, radius / jnp.maximum(size, TINY))
     return delta * scale
 
 
-def ascent_step(delta, grad, mask, step_size, radius, kind: str, scope: str) -> jax.Array:
+def ascent_step(
+    delta, grad, mask, step_size, radius, kind: str, scope: str, linf_step: str = "sign"
+) -> jax.Array:
     """One projected ascent step: ``project(delta + step_size * normalize(grad))``, masked."""
-    step = _expand(step_size, scope) * normalize(grad, mask, kind, scope)
+    step = _expand(step_size, scope) * normalize(grad, mask, kind, scope, linf_step)
     return apply_mask(project(delta + step, radius, kind, scope), mask)
+
+
+def sphere_step(delta, grad, mask, step_size, radius, kind: str, scope: str) -> jax.Array:
+    """SMART/ALUM code's step: raw gradient step, then rescaled onto the ``radius`` sphere."""
+    grad = apply_mask(grad.astype(jnp.float32), mask)
+    return to_sphere(delta + _expand(step_size, scope) * grad, mask, radius, kind, scope)
 
 
 def init(rng, shape, mask, kind: str, magnitude, *, norm_kind: str = "l2") -> jax.Array:

@@ -76,16 +76,48 @@ def data_defaults() -> mlc.ConfigDict:
 
 
 def adv_defaults() -> mlc.ConfigDict:
+    # -1 (numbers) and "" (strings) mean "the method's own default" (METHODS.md table).
     c = mlc.ConfigDict()
-    c.method = "none"  # adversarial training method (registry name)
-    c.epsilon = 1.0  # perturbation radius
-    c.norm = "l2"  # l2 | linf
-    c.scope = "example"  # example: whole sequence is one vector | token: each row of d_model
+    c.method = "none"  # none|random|fgsm|fgm|pgd|freeat|freelb|smart|vat|alum|trades|adaptive
+    c.epsilon = 1.0  # perturbation radius (adaptive: every example's starting radius)
+    c.unbounded = False  # no projection at all (FreeLB's max_norm 0); needs adv.step_size
+    c.radius_schedule = "constant"  # constant | linear (ramp from 0 after begin_step)
+    c.radius_ramp_steps = 0  # linear schedule: steps to reach epsilon
+    c.norm = ""  # l2 | linf ("" = method default: linf for fgsm/trades/smart/alum)
+    c.scope = ""  # example: whole sequence is one vector | token: each row of d_model
+    c.projection = ""  # ball: project onto the eps-ball | sphere: rescale onto it (SMART/ALUM code)
+    c.steps = -1  # ascent steps K (vat: power iterations); pgd 3, freelb 2, trades 10
+    c.step_size = -1.0  # ascent step alpha; 0 = 2.5 * radius / K; freelb 0.1, smart/alum 1e-3
+    c.init = ""  # start of the ascent: zero | uniform (FreeLB scaling) | normal
+    c.init_magnitude = -1.0  # init scale (sigma for normal); smart/alum/random 1e-5
+    c.inner = ""  # what the ascent maximises: ce | kl | reverse_kl | symmetric_kl (vs clean)
+    c.divergence = ""  # divergence of the weight_div term: kl | reverse_kl | symmetric_kl
     c.streams = "all"  # streams to perturb: all | inputs | encoder | decoder (comma-separated)
-    c.weight_clean = 1.0  # weight of L(x)
-    c.weight_adv = 1.0  # weight of L(x + delta) (beta of Miyato et al. for fgm)
-    c.weight_div = 0.0  # weight of the divergence D(p(x), p(x + delta))
+    c.skip_token_ids = ()  # token ids never perturbed besides padding, e.g. (1, 2) = BOS, EOS
+    c.reuse_dropout = True  # one dropout key for every pass of an update (FreeLB's shared mask)
+    c.weight_clean = -1.0  # weight of L(x)
+    c.weight_adv = -1.0  # weight of L(x + delta) (beta of Miyato et al. for fgm)
+    c.weight_div = -1.0  # weight of D(p(x), p(x + delta)) (lambda of R3F/SMART/VAT, beta of TRADES)
     c.begin_step = 0  # adversary off before this step (clean training only)
+    c.fgsm = mlc.ConfigDict()
+    c.fgsm.random_start = False  # FGSM-RS: start at U(-eps, eps), step 1.25 eps, clip
+    c.freeat = mlc.ConfigDict()
+    c.freeat.replays = 3  # m: replays (optimizer steps) per batch
+    c.vat = mlc.ConfigDict()
+    c.vat.xi = 0.1  # power-iteration probe radius
+    c.smart = mlc.ConfigDict()
+    c.smart.weight_breg = 1.0  # mu: weight of the Bregman proximal term
+    c.smart.ema_early = 0.99  # teacher EMA decay before ema_switch_step
+    c.smart.ema_late = 0.999  # teacher EMA decay from ema_switch_step on
+    c.smart.ema_switch_step = 100  # the paper switches after 10% of train.num_steps
+    c.adaptive = mlc.ConfigDict()
+    c.adaptive.base = "pgd"  # attack and loss of each example at its radius: pgd | fgm | freelb
+    c.adaptive.rule = "one"  # one: one attack per step | iaat: Balaji et al.'s extra check
+    c.adaptive.gamma = 0.1  # radius change per visit
+    c.adaptive.smoothing = 0.1  # b in eps_i <- b * new + (1 - b) * eps_i
+    c.adaptive.eps_min = 0.0  # radii are clipped to [eps_min, eps_max]
+    c.adaptive.eps_max = 4.0
+    c.adaptive.warmup_steps = 0  # steps at adv.epsilon for all before radii adapt
     return c
 
 

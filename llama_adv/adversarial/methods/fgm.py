@@ -8,44 +8,64 @@ backward yields both the parameter gradient and ``g``.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import jax
 
-from llama_adv.adversarial import geometry
-from llama_adv.adversarial.base import BatchInfo, Method, perturbation_norms
+from llama_adv.adversarial import ascent, geometry
+from llama_adv.adversarial.base import BatchInfo, Method
 
 
 class FGM(Method):
     passes = (2, 2)
+    cost = (2, 0, 2)
+    defaults: ClassVar[dict[str, Any]] = {
+        "weight_clean": 1.0,
+        "weight_adv": 1.0,
+        "weight_div": 0.0,
+        "norm": "l2",
+    }
 
     def grads(self, objective, params, info: BatchInfo, rng, state):
-        cfg = self.config
+        grads, metrics, _, _ = self.grads_at(objective, params, info, rng, self.radius(info))
+        return grads, metrics, state
 
-        def clean_loss(p, delta):
-            per_example, outputs = objective(p, delta, rng)
-            return info.local_mean(per_example), outputs
+    def attack(self, objective, params, info: BatchInfo, rng, radius, clean_out=None):
+        """The FGM perturbation at ``radius`` (scalar or ``[B]``), without parameter grads."""
+        inner = self.inner_loss(objective, params, info, clean_out, self.opt.inner)
+        return self._direction(ascent.grad(inner, info.zeros(), self.rng_at(rng, 0)), info, radius)
 
-        (loss_clean, clean_out), (g_params, g_delta) = jax.value_and_grad(
-            clean_loss, argnums=(0, 1), has_aux=True
-        )(params, info.zeros())
-        delta = {
+    def _direction(self, g_delta, info: BatchInfo, radius):
+        o, masks = self.opt, self.masks(info)
+        return {
             k: jax.lax.stop_gradient(
-                cfg.epsilon * geometry.normalize(g, info.masks[k], "l2", cfg.scope)
+                geometry.broadcast(radius) * geometry.normalize(g, masks[k], o.norm, o.scope)
             )
             for k, g in g_delta.items()
         }
 
-        (loss_adv, adv_out), g_adv = jax.value_and_grad(clean_loss, has_aux=True)(params, delta)
-        grads = jax.tree.map(
-            lambda a, b: cfg.weight_clean * a + cfg.weight_adv * b, g_params, g_adv
+    def grads_at(self, objective, params, info: BatchInfo, rng, radius):
+        """Gradients and metrics at ``radius``; also the clean and perturbed outputs."""
+        o = self.opt
+        clean_rng = self.rng_at(rng, 0)
+
+        def clean_loss(p, delta):
+            per_example, outputs = objective(p, delta, clean_rng)
+            return info.local_mean(per_example), outputs
+
+        # One backward gives the clean parameter gradient and the embedding gradient.
+        (_, clean_out), (g_clean, g_delta) = jax.value_and_grad(
+            clean_loss, argnums=(0, 1), has_aux=True
+        )(params, info.zeros())
+        if o.inner != "ce":  # the direction maximises a divergence instead of the loss
+            delta = self.attack(objective, params, info, rng, radius, clean_out)
+        else:
+            delta = self._direction(g_delta, info, radius)
+        # The clean term's gradient is already in hand (g_clean): no pullback, so the
+        # clean outputs are held fixed in the combined loss below.
+        clean_out = jax.lax.stop_gradient(clean_out)
+        grads, terms, adv_out, _ = self.descent_grads(
+            objective, params, delta, info, self.rng_at(rng, 1), clean_out, None
         )
-        norms = perturbation_norms(delta, "l2")
-        loss_clean, loss_adv = info.psum(loss_clean), info.psum(loss_adv)
-        metrics = {
-            "loss": cfg.weight_clean * loss_clean + cfg.weight_adv * loss_adv,
-            "loss_clean": loss_clean,
-            "loss_adv": loss_adv,
-            "perturbation_norm": info.global_example_mean(norms),
-            "perturbation_norm_max": info.global_max(norms),
-            "flip_rate": self.flip_rate(clean_out, adv_out, info),
-        }
-        return grads, metrics, state
+        grads = jax.tree.map(lambda a, b: o.weight_clean * a + b, g_clean, grads)
+        return grads, self.metrics(info, terms, delta, clean_out, adv_out), clean_out, adv_out

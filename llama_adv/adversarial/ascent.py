@@ -1,0 +1,94 @@
+"""Multi-stream inner maximisation shared by the training methods.
+
+A perturbation is ``{stream: [B, L, D]}``; masks are ``{stream: [B, L]}``. The ascent loop
+is a ``lax.scan`` over step indices, so compile time does not grow with the number of
+steps, and it can return every iterate (for tests and diagnostics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from llama_adv.adversarial import geometry
+from llama_adv.adversarial.base import Delta, Options
+
+# (delta, rng) -> per-example [B] quantity to maximise
+InnerLoss = Callable[[Delta, jax.Array], jax.Array]
+
+
+def init(rng: jax.Array, masks: dict, shapes: dict, opt: Options, magnitude, radius) -> Delta:
+    """The starting perturbation of ``opt.init`` kind, inside the ball, zero where masked.
+
+    Args:
+      magnitude: init magnitude (scalar or ``[B]``); for ``uniform`` under L2 the FreeLB
+        scaling ``U(-1, 1) * mag / sqrt(len * D)`` applies, under L-inf ``U(-mag, mag)``.
+      radius: scalar or ``[B]``; the start is projected onto this ball.
+    """
+    keys = dict(zip(shapes, jax.random.split(rng, len(shapes)), strict=True))
+    out = {}
+    for k, shape in shapes.items():
+        delta = geometry.init(keys[k], shape, masks[k], opt.init, magnitude, norm_kind=opt.norm)
+        out[k] = geometry.project(delta, radius, opt.norm, opt.scope)
+    return out
+
+
+def step(delta: Delta, grads: Delta, masks: dict, opt: Options, step_size, radius) -> Delta:
+    """One ascent step on every stream: normalised step and projection onto the ball, or
+    (``opt.projection == "sphere"``) raw step rescaled onto the sphere."""
+    if opt.projection == "sphere":
+        return {
+            k: geometry.sphere_step(
+                delta[k], grads[k], masks[k], step_size, radius, opt.norm, opt.scope
+            )
+            for k in delta
+        }
+    return {
+        k: geometry.ascent_step(
+            delta[k], grads[k], masks[k], step_size, radius, opt.norm, opt.scope
+        )
+        for k in delta
+    }
+
+
+def grad(inner: InnerLoss, delta: Delta, rng: jax.Array) -> Delta:
+    """Gradient of each example's own inner loss with respect to its perturbation."""
+    # Summing per-example losses gives each example the gradient of its own loss; only
+    # the input gradient is taken, so XLA drops the parameter-gradient matmuls.
+    return jax.grad(lambda d: jnp.sum(inner(d, rng)))(delta)
+
+
+def run(
+    inner: InnerLoss,
+    delta: Delta,
+    masks: dict,
+    opt: Options,
+    *,
+    steps: int,
+    step_size,
+    radius,
+    rng_at: Callable[[jax.Array], jax.Array],
+    record: bool = False,
+):
+    """``steps`` projected ascent steps from ``delta``.
+
+    Args:
+      rng_at: step index -> dropout key of that step's forward pass.
+      record: also return every iterate, stacked on a leading ``[steps]`` axis.
+
+    Returns:
+      the final perturbation, or ``(final, iterates)`` when ``record``.
+    """
+
+    def body(d, t):
+        new = step(d, grad(inner, d, rng_at(t)), masks, opt, step_size, radius)
+        return new, (new if record else None)
+
+    final, iterates = jax.lax.scan(body, delta, jnp.arange(steps))
+    return (final, iterates) if record else final
+
+
+def stop(delta: Delta) -> Delta:
+    return jax.tree.map(jax.lax.stop_gradient, delta)

@@ -1,0 +1,62 @@
+"""``fgsm``: one L-inf sign step of size ``eps`` (Goodfellow et al.), optionally from a
+random start (FGSM-RS, Wong et al. 2020: ``U(-eps, eps)`` start, step ``1.25 eps``, clip).
+
+Loss ``(1 - w) L(x) + w L(x + delta)``: ``adv.weight_clean`` and ``adv.weight_adv``
+default to 0.5 each. Without a random start the clean backward yields both the parameter
+gradient and the step direction (2 forward, 2 backward passes); with it, the direction
+costs one more forward and an input-only backward.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import jax
+
+from llama_adv.adversarial import ascent, geometry
+from llama_adv.adversarial.base import NOISE_STREAM, BatchInfo
+from llama_adv.adversarial.methods.fgm import FGM
+
+
+class FGSM(FGM):
+    passes = (2, 2)
+    cost = (2, 0, 2)
+    defaults: ClassVar[dict[str, Any]] = {
+        "weight_clean": 0.5,
+        "weight_adv": 0.5,
+        "norm": "linf",
+        "init": "uniform",
+    }
+
+    def __init__(self, config, task):
+        super().__init__(config, task)
+        self.random_start = bool(config.fgsm.random_start)
+        if self.random_start:
+            self.passes, self.cost = (3, 3), (3, 1, 2)
+
+    def attack(self, objective, params, info: BatchInfo, rng, radius, clean_out=None):
+        if not self.random_start:
+            return super().attack(objective, params, info, rng, radius, clean_out)
+        o, masks = self.opt, self.masks(info)
+        start = ascent.init(
+            jax.random.fold_in(rng, NOISE_STREAM), masks, info.shapes, o, radius, radius
+        )
+        inner = self.inner_loss(objective, params, info, clean_out, o.inner)
+        g = ascent.grad(inner, start, self.rng_at(rng, 2))
+        step = self.opt.step_size if self.opt.step_size > 0 else 1.25 * radius
+        return {
+            k: jax.lax.stop_gradient(
+                geometry.ascent_step(start[k], g[k], masks[k], step, radius, o.norm, o.scope)
+            )
+            for k in start
+        }
+
+    def grads_at(self, objective, params, info: BatchInfo, rng, radius):
+        if not self.random_start:
+            return super().grads_at(objective, params, info, rng, radius)
+        clean_out, pullback = self.clean_forward(objective, params, self.rng_at(rng, 0))
+        delta = self.attack(objective, params, info, rng, radius, clean_out)
+        grads, terms, adv_out, _ = self.descent_grads(
+            objective, params, delta, info, self.rng_at(rng, 1), clean_out, pullback
+        )
+        return grads, self.metrics(info, terms, delta, clean_out, adv_out), clean_out, adv_out

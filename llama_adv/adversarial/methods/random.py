@@ -1,0 +1,46 @@
+"""``random`` (R3F, Aghajanyan et al. 2020): ``L(x) + lambda KL_sym(p(x), p(x + z))`` with
+``z ~ U(-sigma, sigma)`` (``adv.init = "uniform"``, element-wise) or ``N(0, sigma^2)``
+(``"normal"``); ``sigma = adv.init_magnitude`` (1e-5), ``lambda = adv.weight_div`` (1).
+
+No inner maximisation: two forwards and one backward through both.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import jax
+
+from llama_adv.adversarial import geometry
+from llama_adv.adversarial.base import NOISE_STREAM, BatchInfo, Method
+
+
+class RandomPerturbation(Method):
+    passes = (2, 1)
+    cost = (2, 0, 2)
+    defaults: ClassVar[dict[str, Any]] = {
+        "weight_clean": 1.0,
+        "weight_adv": 0.0,
+        "weight_div": 1.0,
+        "init": "uniform",
+        "init_magnitude": 1e-5,
+        "divergence": "symmetric_kl",
+    }
+
+    def noise(self, rng, info: BatchInfo):
+        """``{stream: [B, L, D]}`` element-wise noise of scale sigma, zero where masked."""
+        masks, o = self.masks(info), self.opt
+        keys = jax.random.split(jax.random.fold_in(rng, NOISE_STREAM), len(info.shapes))
+        return {
+            # norm_kind "linf" gives element-wise U(-sigma, sigma), R3F's uniform noise.
+            k: geometry.init(key, s, masks[k], o.init, o.init_magnitude, norm_kind="linf")
+            for key, (k, s) in zip(keys, info.shapes.items(), strict=True)
+        }
+
+    def grads(self, objective, params, info: BatchInfo, rng, state):
+        delta = self.noise(rng, info)
+        clean_out, pullback = self.clean_forward(objective, params, self.rng_at(rng, 0))
+        grads, terms, adv_out, _ = self.descent_grads(
+            objective, params, delta, info, self.rng_at(rng, 1), clean_out, pullback
+        )
+        return grads, self.metrics(info, terms, delta, clean_out, adv_out), state

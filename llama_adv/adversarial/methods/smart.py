@@ -1,0 +1,84 @@
+"""``smart`` (Jiang et al. 2020): smoothness-inducing adversarial regularisation with a
+Bregman proximal point step.
+
+Loss ``L(x) + lambda_s max_delta KL_sym(p(x), p(x + delta)) + mu D_breg`` with
+``D_breg = KL_sym(p_theta(x), p_teacher(x))`` and the teacher an EMA of the parameters:
+``teacher <- beta * teacher + (1 - beta) * theta`` after every update, beta
+``adv.smart.ema_early`` (0.99) before ``adv.smart.ema_switch_step`` and
+``adv.smart.ema_late`` (0.999) after (the paper switches after 10% of training).
+``lambda_s = adv.weight_div``, ``mu = adv.smart.weight_breg``.
+
+Inner: ``K`` (1) steps on ``KL(p(x + delta) || stopgrad p(x))`` from ``N(0, sigma^2)``,
+sigma 1e-5, step 1e-3, L-inf per token projected onto the ``eps`` ball; the public code's
+per-token rescaling onto the sphere is ``adv.projection = "sphere"`` (with epsilon 1 it is
+that code's unit sphere). Passes: ``(K + 2)`` forwards and ``(K + 1)`` backwards, plus the
+teacher forward.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from llama_adv.adversarial.base import BatchInfo
+from llama_adv.adversarial.methods.pgd import PGD
+
+
+class SMART(PGD):
+    defaults: ClassVar[dict[str, Any]] = {
+        "weight_clean": 1.0,
+        "weight_adv": 0.0,
+        "weight_div": 1.0,
+        "steps": 1,
+        "step_size": 1e-3,
+        "init": "normal",
+        "init_magnitude": 1e-5,
+        "norm": "linf",
+        "scope": "token",
+        "inner": "reverse_kl",
+        "divergence": "symmetric_kl",
+        "projection": "ball",
+    }
+
+    def __init__(self, config, task):
+        super().__init__(config, task)
+        k = self.opt.steps
+        self.sc = config.smart
+        self.passes = (k + 3, k + 1)
+        self.cost = (k + 3, k, 2)
+
+    def init_state(self, params, num_examples: int):
+        """``{"teacher": params}``: the EMA teacher starts at the initial parameters."""
+        return {"teacher": jax.tree.map(jnp.array, params)}
+
+    def ema_decay(self, step: jax.Array) -> jax.Array:
+        return jnp.where(step < self.sc.ema_switch_step, self.sc.ema_early, self.sc.ema_late)
+
+    def bregman(self, objective, teacher, info: BatchInfo, rng):
+        """``clean_out -> (mu * local D_breg, metrics)`` against the teacher's outputs."""
+        teacher_out = jax.lax.stop_gradient(objective(teacher, {}, rng)[1])
+
+        def term(clean_out):
+            div = info.local_mean(self.divergence(clean_out, teacher_out, info, "symmetric_kl"))
+            return self.sc.weight_breg * div, {"loss_breg": info.psum(div)}
+
+        return term
+
+    def update(self, objective, params, opt_state, info: BatchInfo, rng, state, descend):
+        radius = self.radius(info)
+        clean_rng = self.rng_at(rng, 0)
+        clean_out, pullback = self.clean_forward(objective, params, clean_rng)
+        delta = self.attack(objective, params, info, rng, radius, clean_out)
+        extra = self.bregman(objective, state["teacher"], info, clean_rng)
+        grads, terms, adv_out, breg = self.descent_grads(
+            objective, params, delta, info, self.rng_at(rng, 1), clean_out, pullback, extra
+        )
+        metrics = self.metrics(info, terms, delta, clean_out, adv_out)
+        metrics["loss"] = metrics["loss"] + self.sc.weight_breg * breg["loss_breg"]
+        params, opt_state, grad_norm = descend(params, opt_state, grads)
+        beta = self.ema_decay(info.step)
+        teacher = jax.tree.map(lambda t, p: beta * t + (1 - beta) * p, state["teacher"], params)
+        metrics = {**metrics, **breg, "grad_norm": grad_norm, "teacher_decay": beta}
+        return params, opt_state, metrics, {"teacher": teacher}

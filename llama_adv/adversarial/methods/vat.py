@@ -1,0 +1,98 @@
+"""``vat``: virtual adversarial training (Miyato et al. 2017).
+
+``L(x) + lambda KL(stopgrad p(x) || p(x + r))`` with ``r`` from power iteration:
+``d ~ N(0, 1)``, then ``adv.steps`` times ``d <- grad_r KL(p(x) || p(x + xi d / ||d||))``,
+and ``r = eps d / ||d||``; ``xi = adv.vat.xi`` (0.1), ``lambda = adv.weight_div`` (1).
+
+Unlabelled examples: the KL term needs no labels, so a batch may mix labelled and
+unlabelled examples. An example is unlabelled when the batch has a ``"labeled"`` field
+``[B]`` that is 0 for it, or (classification) its ``"label"`` is negative. Unlabelled
+examples contribute only to the KL term; the supervised term is the mean over labelled
+examples of the global batch (0 when there are none). Keep ``"weight"`` at 1 for them
+(weight 0 means padding and removes them from every term).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from llama_adv.adversarial import ascent, geometry
+from llama_adv.adversarial.base import NOISE_STREAM, BatchInfo, Method
+
+
+def labeled_mask(batch: dict) -> jax.Array:
+    """``[B]`` float: 1 for labelled examples (see the module docstring)."""
+    weight = batch["weight"]
+    labeled = jnp.ones(weight.shape, jnp.float32)
+    if "labeled" in batch:
+        labeled = labeled * (batch["labeled"] > 0)
+    if "label" in batch:
+        labeled = labeled * (batch["label"] >= 0)
+    return labeled
+
+
+class VAT(Method):
+    defaults: ClassVar[dict[str, Any]] = {
+        "weight_clean": 1.0,
+        "weight_adv": 0.0,
+        "weight_div": 1.0,
+        "steps": 1,
+        "norm": "l2",
+        "inner": "kl",
+        "divergence": "kl",
+    }
+    div_through_clean = False  # the clean side of the KL is a fixed target
+
+    def __init__(self, config, task):
+        super().__init__(config, task)
+        k = self.opt.steps
+        self.passes = (2 + k, 1 + k)
+        self.cost = (2 + k, k, 2)
+
+    def clean_term(self, clean_out: dict, info: BatchInfo) -> jax.Array:
+        batch = info.batch
+        labeled = labeled_mask(batch)
+        if "label" in batch:  # negative labels would index out of range: any valid class
+            batch = {**batch, "label": jnp.maximum(batch["label"], 0)}
+        per_example = self.task.loss(clean_out, batch) * labeled
+        denominator = info.psum(jnp.sum(self.task.denominator(batch) * labeled))
+        return jnp.sum(per_example) / jnp.maximum(denominator, 1e-9)
+
+    def adv_term(self, per_example, adv_out: dict, info: BatchInfo) -> jax.Array:
+        return self.clean_term(adv_out, info)  # labelled examples only, like the clean term
+
+    def attack(self, objective, params, info: BatchInfo, rng, radius, clean_out):
+        """Power iteration for the most sensitive direction, scaled to ``radius``."""
+        o, masks = self.opt, self.masks(info)
+        keys = jax.random.split(jax.random.fold_in(rng, NOISE_STREAM), len(info.shapes))
+        d = {
+            k: geometry.init(key, s, masks[k], "normal", 1.0)
+            for key, (k, s) in zip(keys, info.shapes.items(), strict=True)
+        }
+        inner = self.inner_loss(objective, params, info, clean_out, o.inner)
+
+        def unit(v):
+            return {k: geometry.normalize(v[k], masks[k], "l2", o.scope) for k in v}
+
+        def body(d, t):
+            r = jax.tree.map(lambda u: self.config.vat.xi * u, unit(d))
+            return ascent.grad(inner, r, self.rng_at(rng, t + 2)), None
+
+        d, _ = jax.lax.scan(body, d, jnp.arange(o.steps))
+        return {
+            k: jax.lax.stop_gradient(geometry.apply_mask(geometry.project(
+                geometry.broadcast(radius) * geometry.normalize(d[k], masks[k], o.norm, o.scope),
+                radius, o.norm, o.scope), masks[k]))
+            for k in d
+        }  # fmt: skip
+
+    def grads(self, objective, params, info: BatchInfo, rng, state):
+        clean_out, pullback = self.clean_forward(objective, params, self.rng_at(rng, 0))
+        delta = self.attack(objective, params, info, rng, self.radius(info), clean_out)
+        grads, terms, adv_out, _ = self.descent_grads(
+            objective, params, delta, info, self.rng_at(rng, 1), clean_out, pullback
+        )
+        return grads, self.metrics(info, terms, delta, clean_out, adv_out), state
