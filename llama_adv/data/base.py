@@ -15,11 +15,15 @@ class Split:
     """One split: ``arrays[field]`` has the example axis first; ``texts`` for inspection.
 
     Every split carries ``example_id`` (stable index of the example in its split) and
-    ``weight`` (1.0; evaluation padding adds rows of weight 0).
+    ``weight`` (1.0; evaluation padding adds rows of weight 0). ``references`` holds the
+    target texts of a seq2seq split (for BLEU); ``length_buckets`` the batch lengths the
+    pipeline may cut token fields to (``()``: always the full width).
     """
 
     arrays: dict[str, np.ndarray]
     texts: list[str] | None = None
+    references: list[str] | None = None
+    length_buckets: tuple[int, ...] = ()
 
     def __post_init__(self):
         n = len(next(iter(self.arrays.values())))

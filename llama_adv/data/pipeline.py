@@ -1,9 +1,15 @@
 """Input pipeline: fixed-shape numpy batches, deterministic and addressable by position.
 
-Training batch ``k`` is a pure function of (split, seed, k): grain shuffles the split with a
-fresh permutation every epoch, so resuming at position ``k`` replays exactly the examples an
-uninterrupted run would have seen. Each process materialises only its own share of every
-global batch.
+Training batch ``k`` is a pure function of (split, seed, k): grain shuffles the example
+*indices* of the split with a fresh permutation every epoch (seeded by ``seed`` and the
+epoch), so resuming at position ``k`` replays exactly the examples an uninterrupted run
+would have seen; the loop saves ``k`` (the step) in its checkpoints. Global batch ``k`` is
+made of local batches ``k * P .. k * P + P - 1`` of that index stream, and process ``p`` of
+``P`` materialises only local batch ``k * P + p``: each process reads its own shard.
+
+Shapes are bounded: when the split has ``length_buckets``, each batch's token fields are
+cut to the smallest bucket holding its longest example (padding is on the right), so at
+most ``len(buckets)`` shapes per field group reach ``jit``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,11 @@ from llama_adv.errors import UserError
 
 Batch = dict[str, np.ndarray]
 
+# Fields cut together to one bucket length. Decoder-only lm batches have inputs and targets
+# of one length; seq2seq cuts the encoder and decoder sides separately.
+SOURCE_GROUP = ("inputs", "encoder_inputs")
+TARGET_GROUP = ("decoder_inputs", "targets", "target_weight")
+
 
 def local_batch_size(global_batch: int, what: str) -> int:
     """This process's share of a global batch; raises UserError if it does not divide."""
@@ -32,24 +43,103 @@ def local_batch_size(global_batch: int, what: str) -> int:
     return global_batch // count
 
 
+def _groups(arrays) -> list[list[str]]:
+    seq2seq = "encoder_inputs" in arrays
+    groups = [SOURCE_GROUP, TARGET_GROUP] if seq2seq else [SOURCE_GROUP + TARGET_GROUP]
+    return [[n for n in g if n in arrays and np.ndim(arrays[n]) == 2] for g in groups]
+
+
+def _row_lengths(a: np.ndarray) -> np.ndarray:
+    """Per row: 1 + the last column holding a non-zero value (0 for an all-zero row)."""
+    nonzero = a != 0
+    last = a.shape[1] - np.argmax(nonzero[:, ::-1], axis=1)
+    return np.where(nonzero.any(axis=1), last, 0)
+
+
+def example_lengths(split: Split) -> list[tuple[list[str], np.ndarray]]:
+    """Per field group: its field names and every example's used length (cached)."""
+    cached = getattr(split, "_lengths", None)
+    if cached is None:
+        cached = []
+        for names in _groups(split.arrays):
+            if names:
+                lengths = np.max([_row_lengths(split.arrays[n]) for n in names], axis=0)
+                cached.append((names, lengths))
+        split._lengths = cached
+    return cached
+
+
+def bucket_lengths(split: Split, indices: np.ndarray) -> dict[str, int]:
+    """Field -> width for a batch of ``indices``: the smallest bucket losing nothing.
+
+    Computed from the *global* batch's indices so that every process cuts its local part
+    to the same width.
+    """
+    widths = {}
+    for names, lengths in example_lengths(split):
+        width = split.arrays[names[0]].shape[1]
+        used = int(lengths[indices].max()) if len(indices) else width
+        length = next((b for b in split.length_buckets if used <= b <= width), width)
+        widths.update(dict.fromkeys(names, length))
+    return widths
+
+
+def cut(batch: Batch, widths: dict[str, int]) -> Batch:
+    return {k: v[:, : widths[k]] if k in widths else v for k, v in batch.items()}
+
+
+def num_shapes(split: Split) -> int:
+    """How many batch shapes the split's buckets allow (the compiled-shape bound)."""
+    if not split.length_buckets:
+        return 1
+    total = 1
+    for names in _groups(split.arrays):
+        if names:
+            width = split.arrays[names[0]].shape[1]
+            total *= len({b for b in split.length_buckets if b <= width} | {width})
+    return total
+
+
 class TrainStream:
     """Infinite, shuffled training batches of this process, addressed by position."""
 
     def __init__(self, split: Split, global_batch: int, seed: int):
         if len(split) == 0:
             raise UserError("The training split is empty.")
+        self._split = split
         self._local = local_batch_size(global_batch, "train.batch_size")
         self._process, self._count = jax.process_index(), jax.process_count()
-        self._batches = (
-            grain.MapDataset.source(split)
+        if self._local > len(split):
+            raise UserError(
+                f"train.batch_size={global_batch} exceeds the {len(split)} examples of the "
+                "training split; use a smaller batch."
+            )
+        # Shuffling indices (not examples) keeps grain's per-epoch permutation while the
+        # batch itself is one vectorised numpy gather.
+        self._indices = (
+            grain.MapDataset.range(len(split))
             .shuffle(seed=seed)
             .repeat(None)
             .batch(self._local, drop_remainder=True)
         )
+        if split.length_buckets:
+            print(
+                f"data: length buckets {split.length_buckets} -> at most "
+                f"{num_shapes(split)} compiled train-step shapes"
+            )
+
+    def indices(self, position: int, process: int | None = None) -> np.ndarray:
+        """Split indices of ``process``'s part (default: this one) of batch ``position``."""
+        process = self._process if process is None else process
+        return np.asarray(self._indices[position * self._count + process])
 
     def batch(self, position: int) -> Batch:
         """The local part of global batch ``position`` (0-based)."""
-        return self._batches[position * self._count + self._process]
+        batch = self._split.take(self.indices(position))
+        if not self._split.length_buckets:
+            return batch
+        every = np.concatenate([self.indices(position, p) for p in range(self._count)])
+        return cut(batch, bucket_lengths(self._split, every))
 
     def iterate(self, start: int) -> Iterator[Batch]:
         position = start
@@ -70,6 +160,10 @@ def eval_batches(split: Split, global_batch: int, max_examples: int = 0) -> Iter
         indices = np.where(valid, indices, 0)[process * local : (process + 1) * local]
         batch = split.take(indices)
         batch["weight"] = batch["weight"] * valid[process * local : (process + 1) * local]
+        if split.length_buckets:
+            batch = cut(
+                batch, bucket_lengths(split, np.arange(start, min(start + global_batch, total)))
+            )
         yield batch
 
 
