@@ -125,3 +125,17 @@ def test_hf_tokenizer_json(tmp_path):
     np.testing.assert_array_equal(hf.encode_batch(["hello world"])[0], [3, 4])
     with pytest.raises(UserError, match="Missing tokenizer file"):
         HFTokenizer(tmp_path / "nope.json")
+
+
+def test_bleu_helper():
+    from llama_adv.data.bleu import bleu_from_ids, corpus_bleu
+
+    refs = ["ein Mann fährt Fahrrad .", "zwei Hunde spielen im Schnee ."]
+    assert corpus_bleu(refs, refs) == pytest.approx(100.0)
+    tok = ByteTokenizer()
+    ids = np.full((2, 40), PAD, np.int32)
+    for i, r in enumerate(refs):
+        enc = tok.encode(r) + [EOS, 9, 9]  # junk after EOS is ignored
+        ids[i, : len(enc)] = enc
+    assert bleu_from_ids(tok, ids, refs) == pytest.approx(100.0)
+    assert corpus_bleu(["ganz anders"] * 2, refs) < 10
