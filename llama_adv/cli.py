@@ -47,6 +47,30 @@ def _quickstart(args: argparse.Namespace, overrides: list[str]) -> None:
     run_quickstart(args.workdir, method=args.method, overrides=overrides)
 
 
+def _robustness(args: argparse.Namespace, overrides: list[str]) -> None:
+    from llama_adv.robustness import compare_runs, run_robustness
+
+    options = dict(suite=args.suite, limit=args.limit, adv_set=args.adv_set,
+                   adv_task=args.adv_task, overrides=tuple(overrides))  # fmt: skip
+    # The command as parsed: sys.argv differs when main() is called in-process.
+    parts = ["llama-adv robustness"]
+    for key in ("workdir", "suite", "limit", "adv_set", "adv_task"):
+        if getattr(args, key) is not None:
+            parts.append(f"--{key.replace('_', '-')} {getattr(args, key)}")
+    parts += ["--compare " + " ".join(args.compare)] if args.compare else []
+    parts += ["--rerun"] if args.rerun else []
+    command = " ".join(parts + [f"--config.{o}" for o in overrides])
+    if args.compare:
+        out = args.workdir or f"{args.compare[0]}/robustness/compare"
+        compare_runs(args.compare, out, command=command, rerun=args.rerun, **options)
+        print(f"wrote {out}/compare.md and compare.png")
+    elif args.workdir:
+        run_robustness(args.workdir, command=command, **options)
+        print(f"wrote {args.workdir}/robustness/table.md")
+    else:
+        raise UserError("robustness needs --workdir RUN or --compare RUN_A RUN_B ...")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llama-adv", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--workdir", default="runs/quickstart")
     quick.add_argument("--method", default="fgm", help="adversarial method to compare")
     quick.set_defaults(run=_quickstart)
+
+    rob = commands.add_parser("robustness", help="attack a trained run's best checkpoint")
+    rob.add_argument("--workdir", help="the run (with --compare: where the comparison goes)")
+    rob.add_argument("--suite", help="default | embedding | discrete | noise")
+    rob.add_argument("--limit", type=int, help="attack only the first N examples")
+    rob.add_argument("--compare", nargs="+", metavar="RUN", help="several runs, one table")
+    rob.add_argument("--rerun", action="store_true", help="--compare: attack runs again")
+    rob.add_argument("--adv-set", help="AdvGLUE-format .json or text<TAB>label .tsv file")
+    rob.add_argument("--adv-task", help="task key in an AdvGLUE file (default sst2)")
+    rob.set_defaults(run=_robustness)
     return parser
 
 
