@@ -4,8 +4,8 @@ Data: ``<data root>/tiny_shakespeare/input.txt``, prepared offline by TFDS's own
 ``tiny_shakespeare`` builder (the file matches its checksum; TFDS splits it 90/5/5).
 The text is packed into 256-byte windows; every byte is a target once.
 
-    LLAMA_ADV_DATA_DIR=../shared/data llama-adv train \\
-        --config configs/tiny_shakespeare_lm.py --workdir runs/tiny_shakespeare/none
+    LLAMA_ADV_DATA_DIR=../shared/data llama-adv train --config configs/tiny_shakespeare_lm.py \\
+        --workdir runs/tiny_shakespeare/none
 
 Variants: ``method=NAME``, ``steps=N``, ``epsilon=X``, ``tiny`` (a few steps: tests).
 """
