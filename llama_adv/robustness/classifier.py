@@ -24,11 +24,12 @@ def token_field(batch: dict) -> str:
 
 
 def embedding_table(params: Any, vocab_size: int) -> jax.Array:
-    """The ``[V, D]`` token embedding table: the ``embedding`` leaf with ``V`` rows."""
+    """The ``[V, D]`` token embedding table: the first ``embedding`` leaf with at least ``V``
+    rows (``nn.Embed``'s parameter name), cut to the tokenizer's ``V`` (models may pad)."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         name = jax.tree_util.keystr(path)
-        if "embedding" in name and leaf.ndim == 2 and leaf.shape[0] == vocab_size:
-            return leaf
+        if "embedding" in name and leaf.ndim == 2 and leaf.shape[0] >= vocab_size:
+            return leaf[:vocab_size]
     raise UserError("The model's parameters hold no [vocab, d_model] 'embedding' table.")
 
 

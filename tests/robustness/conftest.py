@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 TRAIN_EPSILON = 0.1
 
 
-def train_run(workdir: Path, method: str, steps: int = 200) -> Path:
+def train_run(workdir: Path, method: str, steps: int = 250) -> Path:
     from llama_adv.config import load_config
     from llama_adv.train import train_and_evaluate
 
