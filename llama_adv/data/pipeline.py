@@ -1,7 +1,7 @@
 """Input pipeline: fixed-shape numpy batches, deterministic and addressable by position.
 
-Training batch ``k`` is a pure function of (split, seed, k): grain shuffles the example
-*indices* of the split with a fresh permutation every epoch (seeded by ``seed`` and the
+Training batch ``k`` is a pure function of (split, seed, k): the example *indices* of the
+split are shuffled with a fresh permutation every epoch (seeded by ``seed`` and the
 epoch), so resuming at position ``k`` replays exactly the examples an uninterrupted run
 would have seen; the loop saves ``k`` (the step) in its checkpoints. Global batch ``k`` is
 made of local batches ``k * P .. k * P + P - 1`` of that index stream, and process ``p`` of
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import grain
 import jax
 import numpy as np
 
@@ -114,24 +113,39 @@ class TrainStream:
                 f"train.batch_size={global_batch} exceeds the {len(split)} examples of the "
                 "training split; use a smaller batch."
             )
-        # Shuffling indices (not examples) keeps grain's per-epoch permutation while the
-        # batch itself is one vectorised numpy gather.
-        self._indices = (
-            grain.MapDataset.range(len(split))
-            .shuffle(seed=seed)
-            .repeat(None)
-            .batch(self._local, drop_remainder=True)
-        )
+        # One numpy permutation per epoch, seeded by (seed, epoch) and cached: grain's
+        # per-index shuffle cost ~12 ms per 64-example batch in Python; this is O(n) once
+        # per epoch and a vectorised gather per batch.
+        self._seed, self._perms = seed, {}
         if split.length_buckets:
             print(
                 f"data: length buckets {split.length_buckets} -> at most "
                 f"{num_shapes(split)} compiled train-step shapes"
             )
 
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            if len(self._perms) >= 2:  # batches span at most two epochs
+                del self._perms[min(self._perms)]
+            rng = np.random.default_rng([self._seed, epoch])
+            self._perms[epoch] = rng.permutation(len(self._split))
+        return self._perms[epoch]
+
     def indices(self, position: int, process: int | None = None) -> np.ndarray:
-        """Split indices of ``process``'s part (default: this one) of batch ``position``."""
+        """Split indices of ``process``'s part (default: this one) of batch ``position``.
+
+        The index stream is the concatenation of the epochs' permutations; local batch
+        ``j = position * P + process`` is its slice ``[j * local, (j + 1) * local)``.
+        """
         process = self._process if process is None else process
-        return np.asarray(self._indices[position * self._count + process])
+        j = position * self._count + process
+        stream = np.arange(j * self._local, (j + 1) * self._local)
+        epochs, offsets = np.divmod(stream, len(self._split))
+        out = np.empty(self._local, np.int64)
+        for epoch in np.unique(epochs):
+            mask = epochs == epoch
+            out[mask] = self._permutation(int(epoch))[offsets[mask]]
+        return out
 
     def batch(self, position: int) -> Batch:
         """The local part of global batch ``position`` (0-based)."""
