@@ -17,6 +17,7 @@ padding), and a supervised loss must ignore rows with ``label < 0`` (``label >= 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -64,9 +65,14 @@ def prepare_builder(config: mlc.ConfigDict):
         try:
             builder = tfds.builder(name, data_dir=str(tfds_dir))
         except Exception as e:  # DatasetNotFoundError and friends
+            # TFDS's own message lists every registered dataset: keep only its first line.
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            close = difflib.get_close_matches(config.name, SOURCES, n=3)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise UserError(
-                f"Unknown dataset {config.name!r}: not one of the project's datasets "
-                f"({', '.join(sorted(SOURCES))}) nor a tensorflow-datasets name ({e})."
+                f"Unknown dataset {config.name!r}.{hint} Valid datasets: "
+                f"{', '.join(sorted(SOURCES))}, the synthetic_* tasks, or a "
+                f"tensorflow-datasets name (TFDS said: {reason})."
             ) from None
         if source is not None:
             manual = source_dir(config, source.folder, source.how)
