@@ -93,7 +93,9 @@ class Tiny:
 
 @pytest.fixture(scope="session")
 def tiny() -> Tiny:
-    config = load_config(str(Path(__file__).resolve().parents[2] / "configs" / "quickstart.py") + ":tiny")
+    config = load_config(
+        str(Path(__file__).resolve().parents[2] / "configs" / "quickstart.py") + ":tiny"
+    )
     config.model.d_model = 32
     config.model.num_layers = 1
     config.model.num_heads = 2
@@ -104,9 +106,7 @@ def tiny() -> Tiny:
     config.optim.warmup_steps = 0
     dataset = load_dataset(config.data)
     task = build_task("classification")
-    model = build_model(
-        config.model, head=task.head, vocab_size=dataset.vocab_size, num_classes=2
-    )
+    model = build_model(config.model, head=task.head, vocab_size=dataset.vocab_size, num_classes=2)
     return Tiny(config, model, task, dataset)
 
 

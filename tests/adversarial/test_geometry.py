@@ -74,9 +74,9 @@ def test_other_methods_never_perturb_padding(tiny, name):
     if name == "random":
         delta = method.noise(jax.random.key(1), info)
     else:
-        delta = jax.jit(
-            lambda p, c: method.attack(objective, p, info, jax.random.key(1), 0.3, c)
-        )(params, clean)
+        delta = jax.jit(lambda p, c: method.attack(objective, p, info, jax.random.key(1), 0.3, c))(
+            params, clean
+        )
     _check(delta["inputs"], info.masks["inputs"], 0.3 + 1e-6, method.opt.norm, method.opt.scope)
 
 
