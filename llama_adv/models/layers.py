@@ -103,9 +103,9 @@ def update_kv_cache(
     call, which is made on a full-length dummy (see ``init_cache`` of the models); later
     calls write ``t`` new positions and return the whole cache ``[B, L, H, Dh]``.
     """
-    initialized = module.has_variable("cache", "key")
-    cached_key = module.variable("cache", "key", jnp.zeros, key.shape, key.dtype)
-    cached_value = module.variable("cache", "value", jnp.zeros, value.shape, value.dtype)
+    initialized = module.has_variable("cache", "cached_key")
+    cached_key = module.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+    cached_value = module.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
     if not initialized:
         return key, value
     start = (0, index, 0, 0)

@@ -1,19 +1,17 @@
 """Named model sizes (``model.preset``) and the FLOPs-per-token estimate used for MFU.
 
-Parameter counts (32,000-token vocabulary, tied embeddings, LM head), from
-``tests/models/test_presets.py``-checked arithmetic:
+Parameter counts with a 32,000-token vocabulary, tied embeddings and the LM head
+(``count_params`` of ``init``; checked in ``tests/models/test_presets.py``):
 
-========  ===================  ===============================
-preset    decoder              encoder_decoder (enc + dec)
-========  ===================  ===============================
-tiny      see ``PRESETS``      tests only (~2M with 32k vocab)
-small     ~13M                 ~16M
-base      ~124M                ~130M
-medium    ~341M                ~360M
-large     ~990M                ~1.0B
-========  ===================  ===============================
-
-(:func:`describe_presets` prints the exact numbers.)
+========  ==============  ===============================
+preset    decoder         encoder_decoder (num_layers each)
+========  ==============  ===============================
+tiny      2,154,816       2,245,632
+small     13,012,224      15,275,776
+base      123,685,632     123,691,776
+medium    341,099,520     347,395,072
+large     990,455,808     971,593,728
+========  ==============  ===============================
 """
 
 from __future__ import annotations
@@ -43,13 +41,13 @@ _ENCODER_DECODER = {
         d_model=256, num_layers=4, num_decoder_layers=0, num_heads=4, head_dim=64, d_ff=640
     ),
     "base": dict(
-        d_model=768, num_layers=10, num_decoder_layers=0, num_heads=12, head_dim=64, d_ff=2048
+        d_model=768, num_layers=6, num_decoder_layers=0, num_heads=12, head_dim=64, d_ff=2048
     ),
     "medium": dict(
-        d_model=1024, num_layers=14, num_decoder_layers=0, num_heads=16, head_dim=64, d_ff=2816
+        d_model=1024, num_layers=10, num_decoder_layers=0, num_heads=16, head_dim=64, d_ff=3072
     ),
     "large": dict(
-        d_model=2048, num_layers=10, num_decoder_layers=0, num_heads=32, head_dim=64, d_ff=5120
+        d_model=2048, num_layers=8, num_decoder_layers=0, num_heads=32, head_dim=64, d_ff=5120
     ),
 }
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
