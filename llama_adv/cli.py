@@ -41,6 +41,12 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> None:
     print(" ".join(f"{k}={v:.4f}" for k, v in evaluation.items() if "accuracy" in k or k == "loss"))
 
 
+def _import_hf(args: argparse.Namespace, overrides: list[str]) -> None:
+    from llama_adv.models.hf_import import import_hf_to_dir
+
+    import_hf_to_dir(args.path, args.arch, args.out)
+
+
 def _quickstart(args: argparse.Namespace, overrides: list[str]) -> None:
     from llama_adv.quickstart import run_quickstart
 
@@ -88,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--workdir", default="runs/quickstart")
     quick.add_argument("--method", default="fgm", help="adversarial method to compare")
     quick.set_defaults(run=_quickstart)
+
+    hf = commands.add_parser("import-hf", help="convert a Hugging Face checkpoint directory")
+    hf.add_argument("--arch", required=True, choices=("llama", "t5"))
+    hf.add_argument("--path", required=True, help="config.json + *.safetensors directory")
+    hf.add_argument("--out", required=True, help="writes config.json and params.msgpack")
+    hf.set_defaults(run=_import_hf)
 
     rob = commands.add_parser("robustness", help="attack a trained run's best checkpoint")
     rob.add_argument("--workdir", help="the run (with --compare: where the comparison goes)")

@@ -293,6 +293,12 @@ def import_hf(path: str | Path, arch: str) -> tuple[mlc.ConfigDict, Params, Any]
     if arch not in ARCHS:
         raise UserError(f"Unknown --arch {arch!r}; valid: {', '.join(ARCHS)}.")
     hf = read_config(path)
+    kinds = {"llama": ("llama", "mistral"), "t5": ("t5",)}[arch]
+    if hf.get("model_type") not in kinds:
+        raise UserError(
+            f"{path} holds a {hf.get('model_type')!r} checkpoint, not --arch {arch} "
+            f"(model_type {' or '.join(kinds)})."
+        )
     tensors = read_safetensors(path)
     if arch == "llama":
         fields = llama_model_fields(hf)
@@ -348,3 +354,14 @@ def load_imported(path: str | Path) -> tuple[dict[str, Any], Params]:
     config = json.loads((path / "config.json").read_text())
     params = serialization.msgpack_restore((path / PARAMS_FILE).read_bytes())
     return config, params
+
+
+def import_hf_to_dir(path: str | Path, arch: str, out: str | Path) -> Path:
+    """``llama-adv import-hf``: :func:`import_hf` then :func:`save_imported`; prints a line."""
+    from llama_adv.models.base import count_params
+
+    section, params, tokenizer = import_hf(path, arch)
+    save_imported(out, section, params, tokenizer_dir=path if tokenizer is not None else "")
+    extra = f", tokenizer ({tokenizer.get_vocab_size()} tokens)" if tokenizer else ""
+    print(f"imported {arch} ({count_params(params):,} parameters{extra}) to {out}")
+    return Path(out)
