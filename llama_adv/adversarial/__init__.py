@@ -74,6 +74,8 @@ def validate_adv_config(config: mlc.ConfigDict, streams: tuple[str, ...]) -> Non
             raise _fail(field, f"must be >= 0 (or -1 for the method default), got {config[field]}.")
     if config.steps < -1:
         raise _fail("steps", f"must be >= 1 (or -1 for the method default), got {config.steps}.")
+    if method == "adaptive":
+        _validate_sections(config)  # adaptive.base picks the defaults resolved below
     defaults = BASES[config.adaptive.base].defaults if method == "adaptive" else factory.defaults
     opt = Options.resolve(config, defaults)
     iterative = method in ITERATIVE or (method == "adaptive" and config.adaptive.base != "fgm")

@@ -97,7 +97,7 @@ def test_smart_bregman_is_zero_at_the_teacher_and_teacher_follows_ema(tiny):
 
 def test_adaptive_radii_grow_shrink_and_stay_in_bounds(tiny, toy):
     method = tiny.method(
-        "adaptive", adaptive__gamma=0.1, adaptive__smoothing=0.5, adaptive__eps_min=0.2,
+        "adaptive", adaptive__gamma=0.1, adaptive__smoothing=0.5, adaptive__eps_min=0.05,
         adaptive__eps_max=60.0, steps=5,
     )  # fmt: skip
     predicted = np.asarray(jnp.argmax(toy.logits(toy.params, {}), -1))
@@ -105,18 +105,18 @@ def test_adaptive_radii_grow_shrink_and_stay_in_bounds(tiny, toy):
     labels[3] = 1 - labels[3]  # example 3 is wrong before any attack
     batch = {**toy.batch, "label": jnp.asarray(labels, jnp.int32)}
     objective, info = toy.setup(TASK, batch)
-    radii = jnp.asarray([0.3, 0.3, 50.0, 1.0, 7.0])  # id 4 is not in the batch
+    radii = jnp.asarray([0.01, 0.01, 50.0, 0.08, 7.0])  # id 4 is not in the batch
     _, metrics, state = method.grads(
         objective, toy.params, info, jax.random.key(0), {"radii": radii}
     )
     new = np.asarray(state["radii"])
     # survived (tiny radius): grows; flipped (huge radius): shrinks; wrong clean: toward 0
-    np.testing.assert_allclose(new[:2], 0.3 + 0.5 * 0.1, rtol=1e-5)
+    np.testing.assert_allclose(new[:2], 0.01 + 0.5 * 0.1, rtol=1e-5)
     np.testing.assert_allclose(new[2], 50.0 - 0.5 * 0.1, rtol=1e-5)
-    np.testing.assert_allclose(new[3], max(0.5 * 1.0, 0.2), rtol=1e-5)
+    np.testing.assert_allclose(new[3], 0.05, rtol=1e-5)  # 0.04, clipped up to eps_min
     assert new[4] == 7.0
-    assert np.all(new >= 0.2) and np.all(new <= 60.0)
-    assert float(metrics["radius_max"]) == 50.0 and float(metrics["radius_min"]) == 0.3
+    assert np.all(new >= 0.05) and np.all(new <= 60.0)
+    assert float(metrics["radius_max"]) == 50.0 and np.isclose(float(metrics["radius_min"]), 0.01)
 
 
 def test_adaptive_radii_update_on_all_devices_and_survive_resume(tiny, tmp_path):
