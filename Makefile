@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -c constraints.txt
 
-.PHONY: quickstart test lint install install-test
+.PHONY: quickstart test test-all lint install install-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,5 +30,9 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check llama_adv configs experiments tests benchmarks
 	$(BIN)/ruff format --check llama_adv configs experiments tests benchmarks
 
+# The CI suite: everything but tests marked slow (full real-data preparations, ~1 h on 2 cores).
 test: lint
+	$(BIN)/pytest -n 2 -m "not slow" tests
+
+test-all: lint
 	$(BIN)/pytest -n 2 tests
