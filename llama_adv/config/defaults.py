@@ -35,7 +35,6 @@ def model_defaults() -> mlc.ConfigDict:
     c.relative_max_distance = 128  # encoder_decoder: distance beyond which buckets merge
     c.remat = False  # recompute each block's activations in the backward pass (less memory)
     c.scan_layers = False  # nn.scan over blocks: flat compile time in depth; params stacked
-    c.init_from = ""  # run workdir or import-hf --out dir: start from its matching params
     return c
 
 
