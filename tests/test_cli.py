@@ -29,9 +29,9 @@ def test_bad_key_is_one_readable_line_and_nonzero_exit(repo, tmp_path):
     result = run_cli(repo, "train", "--config", "configs/quickstart.py:tiny",
                      "--workdir", str(tmp_path / "run"), "--config.adv.epsilom=0.2")  # fmt: skip
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "llama-adv: error: Unknown config key 'adv.epsilom'. Closest valid keys: adv.epsilon."
-    ]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("llama-adv: error: Unknown config key 'adv.epsilom'. Closest valid")
+    assert "adv.epsilon" in line
     assert not (tmp_path / "run").exists()
 
 
