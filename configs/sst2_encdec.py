@@ -12,46 +12,19 @@ Variants (comma-separated): ``method=NAME``, ``steps=N``, ``epsilon=X``,
 ``tokenizer=byte|sentencepiece``, ``tiny`` (512 training examples, a few steps: tests).
 """
 
-from llama_adv.config import get_default_config, parse_variant
+import importlib.util
+from pathlib import Path
+
+# Everything but the architecture is the decoder-only SST-2 setting; load it by path, as
+# config files are loaded.
+_spec = importlib.util.spec_from_file_location(
+    "sst2_decoder", Path(__file__).with_name("sst2_decoder.py")
+)
+_sst2_decoder = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_sst2_decoder)
 
 
 def get_config(arg=None):
-    variant = parse_variant(
-        arg, method="none", steps=4000, epsilon=1.0, tokenizer="byte", tiny=False
-    )
-    config = get_default_config()
+    config = _sst2_decoder.get_config(arg)
     config.model.name = "encoder_decoder"
-    config.model.d_model = 256
-    config.model.num_layers = 4
-    config.model.num_heads = 4
-    config.model.d_ff = 768
-    config.model.dropout_rate = 0.1
-    config.task.name = "classification"
-    config.data.name = "sst2"
-    config.data.tokenizer = variant["tokenizer"]
-    config.data.vocab_size = 8000
-    # Byte tokens: 95% of SST-2 sentences fit in 192 bytes; buckets keep short batches short.
-    config.data.max_length = 256 if variant["tokenizer"] == "byte" else 80
-    config.data.length_buckets = (64, 128) if variant["tokenizer"] == "byte" else (32,)
-    config.eval.split = "validation"
-    config.adv.method = variant["method"]
-    config.adv.epsilon = float(variant["epsilon"])
-    config.optim.learning_rate = 5e-4
-    config.optim.warmup_steps = 200
-    config.train.num_steps = int(variant["steps"])
-    config.train.batch_size = 64
-    config.train.log_every = 100
-    config.train.eval_every = 1000
-    config.eval.batch_size = 128
-    config.checkpoint.every_steps = 1000
-    if variant["tiny"]:
-        config.model.d_model, config.model.num_layers, config.model.d_ff = 32, 1, 64
-        config.data.train_split = "train[:512]"
-        config.data.max_length = 64
-        config.data.length_buckets = (32,)
-        config.train.num_steps, config.train.log_every, config.train.eval_every = 4, 2, 0
-        config.train.batch_size, config.eval.batch_size, config.eval.max_examples = 8, 32, 64
-        config.optim.warmup_steps = 1
-        config.eval.attack.steps = 1
-        config.checkpoint.every_steps = 4
     return config
