@@ -102,13 +102,14 @@ def adv_defaults() -> mlc.ConfigDict:
     c.fgsm.random_start = False  # FGSM-RS: start at U(-eps, eps), step 1.25 eps, clip
     c.freeat = mlc.ConfigDict()
     c.freeat.replays = 3  # m: replays (optimizer steps) per batch
+    c.freeat.carry = True  # keep delta from one batch to the next (the paper); False: from 0
     c.vat = mlc.ConfigDict()
     c.vat.xi = 0.1  # power-iteration probe radius
     c.smart = mlc.ConfigDict()
     c.smart.weight_breg = 1.0  # mu: weight of the Bregman proximal term
     c.smart.ema_early = 0.99  # teacher EMA decay before ema_switch_step
     c.smart.ema_late = 0.999  # teacher EMA decay from ema_switch_step on
-    c.smart.ema_switch_step = 100  # the paper switches after 10% of train.num_steps
+    c.smart.ema_switch_step = -1  # -1: after 10% of train.num_steps, as in the paper
     c.adaptive = mlc.ConfigDict()
     c.adaptive.base = "pgd"  # attack and loss of each example at its radius: pgd | fgm | freelb
     c.adaptive.rule = "one"  # one: one attack per step | iaat: Balaji et al.'s extra check
@@ -145,6 +146,10 @@ def train_defaults() -> mlc.ConfigDict:
     c.eval_every = 0  # steps between evaluations; 0 = only at the end
     c.progress_bar = True  # tqdm bar on a terminal; plain lines otherwise
     c.num_devices = 0  # devices in the data-parallel mesh; 0 = all devices of all processes
+    # Start from pre-trained parameters (fine-tuning): a run workdir (its best checkpoint),
+    # RUN/checkpoints/STEP, or an `llama-adv import-hf --out` dir. Matching parameters are
+    # copied, new ones (a task head) initialised; RUN/init_report.json lists both.
+    c.init_from = ""
     return c
 
 

@@ -22,9 +22,17 @@ class Checkpointer:
       keep: how many of the most recent checkpoints to keep.
       best_metric: evaluation metric ranking checkpoints ("" keeps no best).
       best_mode: ``"max"`` or ``"min"``.
+      read_only: only look and restore (another run's checkpoints, for ``train.init_from``).
     """
 
-    def __init__(self, directory: Path, keep: int, best_metric: str = "", best_mode: str = "max"):
+    def __init__(
+        self,
+        directory: Path,
+        keep: int,
+        best_metric: str = "",
+        best_mode: str = "max",
+        read_only: bool = False,
+    ):
         self.best_metric, self.sign = best_metric, 1.0 if best_mode == "max" else -1.0
         keepers = [policies.LatestN(n=max(keep, 1))]
         if best_metric:
@@ -36,7 +44,9 @@ class Checkpointer:
         self.manager = ocp.CheckpointManager(
             Path(directory).absolute(),
             options=ocp.CheckpointManagerOptions(
-                preservation_policy=policies.AnyPreservationPolicy(keepers), create=True
+                preservation_policy=policies.AnyPreservationPolicy(keepers),
+                create=not read_only,
+                read_only=read_only,
             ),
         )
 

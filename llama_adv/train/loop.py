@@ -6,6 +6,7 @@ Resumes from the latest checkpoint in ``workdir``; writes ``config.json``,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import statistics
@@ -29,12 +30,14 @@ from llama_adv.train.optimizer import make_optimizer, make_schedule
 from llama_adv.train.setup import Experiment, build_experiment, example_batch
 from llama_adv.train.state import TrainState
 from llama_adv.train.step import make_train_step
+from llama_adv.train.warm_start import resolve_source, warm_start
 from llama_adv.train.writers import MetricWriter
 
 # Named random streams derived from the run's root key.
 PARAMS, STEPS, EVAL = 0, 1, 2
 TOKEN_FIELDS = ("inputs", "encoder_inputs", "decoder_inputs")
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "checkpoints", "tensorboard")
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "checkpoints", "tensorboard",
+             "init_report.json")  # fmt: skip
 
 
 class TrainingDiverged(UserError):
@@ -64,20 +67,44 @@ def prepare_workdir(config: mlc.ConfigDict, workdir: Path, overwrite: bool) -> N
     path.write_text(resolved + "\n")
 
 
-def create_state(exp: Experiment, config: mlc.ConfigDict, optimizer, mesh) -> TrainState:
-    """Initialises parameters, optimizer and method state, replicated on ``mesh``."""
+def create_state(
+    exp: Experiment, config: mlc.ConfigDict, optimizer, mesh, params: Any = None
+) -> TrainState:
+    """Initialises parameters (unless ``params`` are given), optimizer and method state,
+    replicated on ``mesh``."""
     root = jax.random.key(config.train.seed)
-    batch = example_batch(exp.dataset, config.data.train_split, mesh.size)
-    params = exp.model.init(jax.random.fold_in(root, PARAMS), batch)
-    num_examples = len(exp.dataset.split(config.data.train_split))
+    if params is None:
+        params = init_params(exp, config, mesh)
+    split = exp.dataset.split(config.data.train_split)
+    # Method state shaped like one global training batch at full length (FreeAT's carried
+    # perturbation); shorter bucketed batches use its leading columns.
+    full = example_batch(exp.dataset, config.data.train_split, config.train.batch_size)
+    batch_shapes = {k: v.shape for k, v in jax.eval_shape(exp.model.embed, params, full).items()}
     state = TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         opt_state=optimizer.init(params),
-        method_state=exp.method.init_state(params, num_examples),
+        method_state=exp.method.init_state(params, len(split), batch_shapes=batch_shapes),
         rng=jax.random.key_data(root),
     )
     return jax.device_put(state, replicated(mesh))
+
+
+def init_params(exp: Experiment, config: mlc.ConfigDict, mesh) -> Any:
+    """Fresh parameters from the run's seed."""
+    root = jax.random.key(config.train.seed)
+    batch = example_batch(exp.dataset, config.data.train_split, mesh.size)
+    return exp.model.init(jax.random.fold_in(root, PARAMS), batch)
+
+
+def warm_started_params(exp: Experiment, config: mlc.ConfigDict, mesh, workdir: Path) -> Any:
+    """Fresh parameters overwritten by ``train.init_from``'s; prints and saves the report."""
+    params, report = warm_start(
+        init_params(exp, config, mesh), config.train.init_from, config.model.to_dict()
+    )
+    print(report.summary())
+    (workdir / "init_report.json").write_text(json.dumps(dataclasses.asdict(report), indent=2))
+    return params
 
 
 def _check_finite(history: list[tuple[int, dict]]) -> None:
@@ -106,20 +133,25 @@ def train_and_evaluate(
     """
     workdir = Path(workdir)
     exp = build_experiment(config)
+    if config.train.init_from:
+        resolve_source(config.train.init_from)  # a bad path fails before anything is written
     prepare_workdir(config, workdir, overwrite)
     tc = config.train
     mesh = make_mesh(tc.num_devices)
     schedule = make_schedule(config.optim, tc.num_steps)
     optimizer = make_optimizer(config.optim, schedule)
-    state = create_state(exp, config, optimizer, mesh)
-    num_params = count_params(state.params)
-    print(f"model {config.model.name}: {num_params:,} parameters; {mesh.size} devices")
-
     ckpt = Checkpointer(
         workdir / "checkpoints", config.checkpoint.keep,
         config.checkpoint.best_metric, config.checkpoint.best_mode,
     )  # fmt: skip
-    if (latest := ckpt.latest_step()) is not None:
+    latest = ckpt.latest_step()
+    params = None
+    if latest is None and config.train.init_from:  # a resumed run has them in its checkpoint
+        params = warm_started_params(exp, config, mesh, workdir)
+    state = create_state(exp, config, optimizer, mesh, params)
+    num_params = count_params(state.params)
+    print(f"model {config.model.name}: {num_params:,} parameters; {mesh.size} devices")
+    if latest is not None:
         state, record = ckpt.restore(latest, state)
         print(f"resumed from step {latest} (data position {record['data_position']})")
     start = int(jax.device_get(state.step))
