@@ -110,8 +110,13 @@ def _validate_sections(config: mlc.ConfigDict) -> None:
         for field in ("ema_early", "ema_late"):
             if not 0 <= s[field] <= 1:
                 raise _fail(f"smart.{field}", f"must be in [0, 1], got {s[field]}.")
-        if s.weight_breg < 0 or s.ema_switch_step < 0:
-            raise _fail("smart.weight_breg", "and adv.smart.ema_switch_step must be >= 0.")
+        if s.weight_breg < 0:
+            raise _fail("smart.weight_breg", f"must be >= 0, got {s.weight_breg}.")
+        if s.ema_switch_step < -1:
+            raise _fail(
+                "smart.ema_switch_step",
+                f"must be >= 0 (or -1: 10% of training), got {s.ema_switch_step}.",
+            )
     if method == "adaptive":
         a = config.adaptive
         if a.base not in BASES:
@@ -140,9 +145,12 @@ def select_streams(spec: str, streams: tuple[str, ...]) -> tuple[str, ...]:
     return chosen
 
 
-def build_method(config: mlc.ConfigDict, task: Task) -> Method:
-    """Returns the method named by ``config.method`` (the ``adv`` section)."""
-    return METHODS.get(config.method, field="adv.method")(config, task)
+def build_method(config: mlc.ConfigDict, task: Task, num_steps: int = 0) -> Method:
+    """Returns the method named by ``config.method`` (the ``adv`` section); ``num_steps``
+    is ``train.num_steps`` (schedules given as a fraction of training need it)."""
+    method = METHODS.get(config.method, field="adv.method")(config, task)
+    method.num_steps = int(num_steps)
+    return method
 
 
 __all__ = ["METHODS", "BatchInfo", "Method", "build_method", "geometry", "validate_adv_config"]

@@ -155,6 +155,7 @@ class Method:
     """
 
     passes: tuple[float, float] = (1, 1)
+    num_steps: int = 0  # train.num_steps, set by build_method
     cost: tuple[float, float, float] = (1, 0, 1)
     defaults: ClassVar[dict[str, Any]] = {}
 
@@ -164,8 +165,17 @@ class Method:
         self.opt = Options.resolve(config, self.defaults)
 
     # ----------------------------------------------------------------- state and cost
-    def init_state(self, params: Params, num_examples: int) -> Any:
-        """Method state kept in the train state (checkpointed); ``{}`` if none."""
+    def init_state(
+        self, params: Params, num_examples: int, batch_shapes: dict | None = None
+    ) -> Any:
+        """Method state kept in the train state (checkpointed); ``{}`` if none.
+
+        Args:
+          params: the initial parameters.
+          num_examples: training examples (per-example state is indexed by example id).
+          batch_shapes: ``{stream: (global B, max L, D)}``, the embeddings of the largest
+            training batch (state carried from batch to batch).
+        """
         return {}
 
     def theoretical_ratio(self) -> float:

@@ -51,7 +51,7 @@ def build_experiment(config: mlc.ConfigDict) -> Experiment:
                 f"{field}={size} is not divisible by the {devices} devices; "
                 f"use a multiple of {devices}."
             )
-    return Experiment(dataset, task, model, build_method(config.adv, task))
+    return Experiment(dataset, task, model, build_method(config.adv, task, config.train.num_steps))
 
 
 def example_batch(dataset: Dataset, split: str, size: int) -> dict[str, np.ndarray]:

@@ -4,6 +4,8 @@ the real loop (decoder-only classification; a few on the encoder-decoder seq2seq
 import json
 import math
 
+import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from llama_adv.adversarial import METHODS, validate_adv_config
@@ -90,10 +92,35 @@ def test_every_method_trains_through_the_loop(quickstart_config, tmp_path, metho
         assert {"radius_mean", "radius_min", "radius_max"} <= set(last)
 
 
-@pytest.mark.parametrize("method", ["pgd", "freelb", "smart"])
+# Three representative methods in CI; every other one under -m slow (make test-all).
+ENCDEC_FAST = ("pgd", "freelb", "smart")
+
+
+@pytest.mark.parametrize(
+    "method",
+    [m if m in ENCDEC_FAST else pytest.param(m, marks=pytest.mark.slow)
+     for m in sorted(set(METHODS.names()) - {"none"})],
+)  # fmt: skip
 def test_methods_train_the_encoder_decoder(quickstart_config, tmp_path, method):
     _train(
         quickstart_config, tmp_path, method, "model.name=encoder_decoder",
         "data.name=synthetic_reverse", "task.name=seq2seq", "data.max_length=8",
         "data.target_max_length=8", "checkpoint.best_metric=",
     )  # fmt: skip
+
+
+def test_freeat_carries_delta_through_the_loop(quickstart_config, tmp_path):
+    from llama_adv.train.checkpoint import Checkpointer
+
+    _train(quickstart_config, tmp_path, "freeat")
+    ckpt = Checkpointer(tmp_path / "checkpoints", keep=2)
+    try:
+        state = ckpt.manager.restore(
+            2, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+        ).state
+    finally:
+        ckpt.close()
+    delta = np.asarray(state["method_state"]["delta"]["inputs"])
+    config = quickstart_config("tiny,method=freeat", *SMALL)
+    assert delta.shape == (config.train.batch_size, config.data.max_length, 32)
+    assert np.abs(delta).sum() > 0

@@ -44,6 +44,54 @@ def test_freeat_carries_a_global_delta_across_batches(tiny):
     assert np.all(np.abs(delta[mask]).sum(-1) > 0)
 
 
+def test_freeat_carried_delta_fits_a_shorter_bucketed_batch(tiny):
+    method = tiny.method("freeat", freeat__replays=2, epsilon=0.2)
+    length = tiny.config.data.max_length
+    shapes = {"inputs": (8, length, tiny.config.model.d_model)}
+    state, run, _, _ = tiny.trainer(method, batch_shapes=shapes)
+    state, _ = run(state, tiny.batch(8))
+    before = np.asarray(state.method_state["delta"]["inputs"])
+    short = {k: v[:, : length - 4] if v.ndim == 2 else v for k, v in tiny.batch(8, 8).items()}
+    state, metrics = run(state, short, 1)
+    after = np.asarray(state.method_state["delta"]["inputs"])
+    assert after.shape == before.shape and np.isfinite(float(metrics["loss"]))
+    np.testing.assert_array_equal(after[:, length - 4 :], before[:, length - 4 :])
+    assert not np.array_equal(after[:, : length - 4], before[:, : length - 4])
+
+
+def test_pgd_loss_exceeds_random_noise_of_the_same_norm(tiny):
+    from llama_adv.adversarial import geometry
+
+    state, run, _, _ = tiny.trainer(tiny.method("none"), num_devices=1)
+    for i in range(30):  # brief clean training: the loss surface is no longer flat
+        state, _ = run(state, tiny.batch(16, (16 * i) % 112), i)
+    params, batch = state.params, tiny.batch(32, 64)
+    method = tiny.method("pgd", epsilon=1.0, steps=5)
+    objective, info = tiny.setup(params, batch)
+    clean = objective(params, {}, jax.random.key(0))[1]
+    pgd = method.attack(objective, params, info, jax.random.key(1), jnp.float32(1.0), clean)
+    mask = info.masks["inputs"]
+    noise = jax.random.normal(jax.random.key(2), pgd["inputs"].shape)
+    size = geometry.norm(pgd["inputs"], "l2", "example")  # [B]: match each example's norm
+    noise = geometry.to_sphere(noise, mask, size, "l2", "example")
+    np.testing.assert_allclose(geometry.norm(noise, "l2", "example"), size, rtol=1e-4)
+    adv_loss = float(jnp.mean(objective(params, pgd, jax.random.key(0))[0]))
+    noise_loss = float(jnp.mean(objective(params, {"inputs": noise}, jax.random.key(0))[0]))
+    clean_loss = float(jnp.mean(objective(params, {}, jax.random.key(0))[0]))
+    assert adv_loss > noise_loss and adv_loss > clean_loss
+
+
+def test_smart_switches_teacher_decay_after_ten_percent_of_training(tiny):
+    from llama_adv.adversarial import build_method
+
+    method = build_method(tiny.adv(method="smart"), tiny.task, num_steps=1000)
+    assert method.switch_step == 100
+    assert float(method.ema_decay(jnp.int32(99))) == pytest.approx(0.99)
+    assert float(method.ema_decay(jnp.int32(100))) == pytest.approx(0.999)
+    fixed = build_method(tiny.adv(method="smart", smart__ema_switch_step=7), tiny.task, 1000)
+    assert fixed.switch_step == 7
+
+
 def test_vat_trains_on_a_batch_without_labels(tiny):
     method = tiny.method("vat", epsilon=0.3)
     state, run, _, _ = tiny.trainer(method)

@@ -45,7 +45,7 @@ class Adaptive(Method):
             forward, input_backward = forward + extra + 1, input_backward + extra
         self.cost = (forward, input_backward, param_backward)
 
-    def init_state(self, params, num_examples: int):
+    def init_state(self, params, num_examples: int, batch_shapes: dict | None = None):
         """``{"radii": [num_examples] float32}``, all at ``adv.epsilon``."""
         return {"radii": jnp.full((num_examples,), self.config.epsilon, jnp.float32)}
 

@@ -35,9 +35,9 @@ class FreeAT(Method):
         self.cost = (self.replays, 0, self.replays)
 
     def init_state(self, params, num_examples: int, batch_shapes: dict | None = None):
-        """``{}``, or with ``batch_shapes`` (``{stream: (global B, L, D)}``) the carried
-        global perturbation ``{"delta": {stream: zeros}}``."""
-        if not batch_shapes:
+        """``{"delta": {stream: zeros (global B, max L, D)}}``, the carried perturbation;
+        ``{}`` without ``batch_shapes`` or with ``adv.freeat.carry`` off."""
+        if not batch_shapes or not self.config.freeat.get("carry", True):
             return {}
         return {"delta": {k: jnp.zeros(s, jnp.float32) for k, s in batch_shapes.items()}}
 
@@ -49,10 +49,11 @@ class FreeAT(Method):
         if "delta" not in state:
             return info.zeros()
         index = jax.lax.axis_index(info.axis_name) if info.axis_name else 0
-        return {
-            k: jax.lax.dynamic_slice_in_dim(v, index * info.shapes[k][0], info.shapes[k][0])
-            for k, v in state["delta"].items()
-        }
+        local = {}
+        for k, v in state["delta"].items():
+            rows, length = info.shapes[k][:2]
+            local[k] = jax.lax.dynamic_slice_in_dim(v, index * rows, rows)[:, :length]
+        return local
 
     def update(self, objective, params, opt_state, info: BatchInfo, rng, state, descend):
         o, masks = self.opt, self.masks(info)
@@ -91,5 +92,8 @@ class FreeAT(Method):
                 k: jax.lax.all_gather(v, info.axis_name, tiled=True) if info.axis_name else v
                 for k, v in carried.items()
             }
-            state = {"delta": gathered}
+            state = {
+                "delta": {k: v.at[:, : gathered[k].shape[1]].set(gathered[k])
+                          for k, v in state["delta"].items()}
+            }  # fmt: skip
         return params, opt_state, metrics, state

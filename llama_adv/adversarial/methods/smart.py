@@ -5,7 +5,8 @@ Loss ``L(x) + lambda_s max_delta KL_sym(p(x), p(x + delta)) + mu D_breg`` with
 ``D_breg = KL_sym(p_theta(x), p_teacher(x))`` and the teacher an EMA of the parameters:
 ``teacher <- beta * teacher + (1 - beta) * theta`` after every update, beta
 ``adv.smart.ema_early`` (0.99) before ``adv.smart.ema_switch_step`` and
-``adv.smart.ema_late`` (0.999) after (the paper switches after 10% of training).
+``adv.smart.ema_late`` (0.999) after (default -1: after 10% of ``train.num_steps``, as in
+the paper).
 ``lambda_s = adv.weight_div``, ``mu = adv.smart.weight_breg``.
 
 Inner: ``K`` (1) steps on ``KL(p(x + delta) || stopgrad p(x))`` from ``N(0, sigma^2)``,
@@ -49,12 +50,19 @@ class SMART(PGD):
         self.passes = (k + 3, k + 1)
         self.cost = (k + 3, k, 2)
 
-    def init_state(self, params, num_examples: int):
+    def init_state(self, params, num_examples: int, batch_shapes: dict | None = None):
         """``{"teacher": params}``: the EMA teacher starts at the initial parameters."""
         return {"teacher": jax.tree.map(jnp.array, params)}
 
+    @property
+    def switch_step(self) -> int:
+        """``adv.smart.ema_switch_step``, or 10% of ``train.num_steps`` when it is -1."""
+        if self.sc.ema_switch_step >= 0:
+            return int(self.sc.ema_switch_step)
+        return self.num_steps // 10
+
     def ema_decay(self, step: jax.Array) -> jax.Array:
-        return jnp.where(step < self.sc.ema_switch_step, self.sc.ema_early, self.sc.ema_late)
+        return jnp.where(step < self.switch_step, self.sc.ema_early, self.sc.ema_late)
 
     def bregman(self, objective, teacher, info: BatchInfo, rng):
         """``clean_out -> (mu * local D_breg, metrics)`` against the teacher's outputs."""
