@@ -8,8 +8,21 @@ Run from the repository root (on the project's machines the data root is ../shar
     LLAMA_ADV_DATA_DIR=../shared/data llama-adv train \\
         --config configs/sst2_decoder.py:method=fgm --workdir runs/sst2_decoder/fgm
 
+Pre-train, then fine-tune: the model matches ``configs/tiny_shakespeare_lm.py`` (byte
+tokens, same sizes), so a character-level language model trained there can be the start::
+
+    LLAMA_ADV_DATA_DIR=../shared/data llama-adv train \
+        --config configs/tiny_shakespeare_lm.py --workdir runs/tiny_shakespeare/none
+    LLAMA_ADV_DATA_DIR=../shared/data llama-adv train \
+        --config configs/sst2_decoder.py:init_from=runs/tiny_shakespeare/none \
+        --workdir runs/sst2_decoder/from_lm
+
+The body comes from the LM's best checkpoint, the classifier head is new
+(``runs/sst2_decoder/from_lm/init_report.json`` lists both).
+
 Variants (comma-separated): ``method=NAME``, ``steps=N``, ``epsilon=X``,
-``tokenizer=byte|sentencepiece``, ``tiny`` (512 training examples, a few steps: tests).
+``tokenizer=byte|sentencepiece``, ``init_from=RUN`` (``train.init_from``), ``tiny`` (512
+training examples, a few steps: tests).
 """
 
 from llama_adv.config import get_default_config, parse_variant
@@ -17,7 +30,7 @@ from llama_adv.config import get_default_config, parse_variant
 
 def get_config(arg=None):
     variant = parse_variant(
-        arg, method="none", steps=4000, epsilon=1.0, tokenizer="byte", tiny=False
+        arg, method="none", steps=4000, epsilon=1.0, tokenizer="byte", init_from="", tiny=False
     )
     config = get_default_config()
     config.model.name = "decoder"
@@ -36,6 +49,7 @@ def get_config(arg=None):
     config.eval.split = "validation"
     config.adv.method = variant["method"]
     config.adv.epsilon = float(variant["epsilon"])
+    config.train.init_from = variant["init_from"]
     config.optim.learning_rate = 5e-4
     config.optim.warmup_steps = 200
     config.train.num_steps = int(variant["steps"])

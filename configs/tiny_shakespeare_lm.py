@@ -7,6 +7,9 @@ The text is packed into 256-byte windows; every byte is a target once.
     LLAMA_ADV_DATA_DIR=../shared/data llama-adv train --config configs/tiny_shakespeare_lm.py \\
         --workdir runs/tiny_shakespeare/none
 
+Its model is the one of ``configs/sst2_decoder.py``: fine-tune it there with
+``configs/sst2_decoder.py:init_from=runs/tiny_shakespeare/none``.
+
 Variants: ``method=NAME``, ``steps=N``, ``epsilon=X``, ``tiny`` (a few steps: tests).
 """
 

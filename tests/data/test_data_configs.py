@@ -35,3 +35,19 @@ def test_tiny_config_trains_end_to_end(repo, name, shared_data, cache_dir, tmp_p
     summary = train_and_evaluate(config, tmp_path / "run")
     assert summary["step"] == config.train.num_steps
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["eval"]["loss"] > 0
+
+
+@pytest.mark.slow
+def test_shakespeare_lm_pretraining_then_sst2_finetuning(repo, shared_data, cache_dir, tmp_path):
+    from llama_adv.train.loop import train_and_evaluate
+
+    runs = []
+    for spec in ("tiny_shakespeare_lm.py:tiny", f"sst2_decoder.py:tiny,init_from={tmp_path}/lm"):
+        config = load_config(str(repo / "configs" / spec), [])
+        config.data.data_dir, config.data.cache_dir = str(shared_data), str(cache_dir)
+        config.train.progress_bar = False
+        runs.append(tmp_path / ("lm" if not runs else "sst2"))
+        train_and_evaluate(config, runs[-1])
+    report = json.loads((runs[1] / "init_report.json").read_text())
+    assert report["initialized"] == ["classifier/bias", "classifier/kernel"]
+    assert "embedding/embedding" in report["loaded"] and not report["ignored"]

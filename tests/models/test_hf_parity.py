@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -139,3 +140,37 @@ def test_saved_import_round_trips(tmp_path):
     np.testing.assert_array_equal(
         restored["shared"]["embedding"], np.asarray(params["shared"]["embedding"])
     )
+
+
+def test_import_hf_cli_then_finetune_a_classifier(tmp_path):
+    """``llama-adv import-hf`` writes a run config and parameters; a classification run
+    started from them (``train.init_from``) keeps every imported body parameter."""
+    from llama_adv.cli import main
+    from llama_adv.config import get_default_config, load_config
+    from llama_adv.data import load_dataset
+    from llama_adv.train import train_and_evaluate
+
+    vocab = load_dataset(get_default_config().data).vocab_size
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+            num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
+        )
+    )  # fmt: skip
+    hf.save_pretrained(tmp_path / "hf")
+    assert main(["import-hf", "--arch", "llama", "--path", str(tmp_path / "hf"),
+                 "--out", str(tmp_path / "imported")]) == 0  # fmt: skip
+    config = load_config(
+        str(tmp_path / "imported" / "config.json"),
+        ["data.name=synthetic_sentiment", "data.num_train=64", "data.num_eval=16",
+         "task.name=classification", f"train.init_from={tmp_path / 'imported'}",
+         "train.num_steps=1", "train.batch_size=8", "train.progress_bar=False",
+         "eval.batch_size=16", "eval.attack.method=none", "optim.warmup_steps=0"],
+    )  # fmt: skip
+    train_and_evaluate(config, tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "init_report.json").read_text())
+    assert report["initialized"] == ["classifier/bias", "classifier/kernel"]
+    assert report["ignored"] == ["lm_head/kernel"]  # the untied LM head is not used
+    _, imported = load_imported(tmp_path / "imported")
+    assert len(report["loaded"]) == len(jax.tree.leaves(imported)) - 1
