@@ -30,7 +30,6 @@ def get_config(arg=None):
     config.data.vocab_size = 8000
     config.data.max_length = 256 if variant["tokenizer"] == "byte" else 96
     config.data.length_buckets = (128, 192) if variant["tokenizer"] == "byte" else (64,)
-    config.data.eval_split = "test"
     config.eval.split = "test"
     config.adv.method = variant["method"]
     config.adv.epsilon = float(variant["epsilon"])

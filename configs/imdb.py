@@ -37,7 +37,6 @@ def get_config(arg=None):
     config.data.max_length = 400  # Miyato et al. truncate reviews to 400 words
     config.data.length_buckets = (128, 256)
     config.data.train_split = "train+unsup" if variant["semi"] else "train"
-    config.data.eval_split = "test"
     config.eval.split = "test"
     config.adv.method = variant["method"]
     config.adv.epsilon = float(variant["epsilon"])

@@ -67,7 +67,6 @@ def data_defaults() -> mlc.ConfigDict:
     c.length_buckets = ()  # batch lengths (e.g. (64, 128, 256)); () = always max_length
     c.pack_eos = False  # lm packing: append EOS after each example (document-per-example data)
     c.train_split = "train"  # TFDS split syntax allowed, e.g. "train+unsup"
-    c.eval_split = "validation"
     c.num_train = 20000  # synthetic tasks: examples in the train split
     c.num_eval = 1000  # synthetic tasks: examples in validation and test
     c.seed = 0  # seed of the synthetic generator (independent of train.seed)
@@ -158,6 +157,7 @@ def eval_defaults() -> mlc.ConfigDict:
     c.batch_size = 128  # global evaluation batch size
     c.split = "validation"  # split used for periodic and final evaluation
     c.max_examples = 0  # 0 = the whole split
+    c.bleu = True  # seq2seq (encoder_decoder): also corpus BLEU of greedy decodes (sacrebleu)
     c.attack = mlc.ConfigDict()
     c.attack.method = "pgd"  # embedding attack at evaluation: pgd | fgm | none
     c.attack.epsilon = 1.0  # radius
@@ -190,6 +190,7 @@ def robustness_defaults() -> mlc.ConfigDict:
     c.scope = "example"  # embedding-attack ball: example (whole sequence) | token
     c.pgd_steps = 10  # PGD ascent steps
     c.pgd_step_size = 0.0  # 0 = 2.5 * epsilon / pgd_steps (Madry et al.)
+    c.bleu = True  # seq2seq: BLEU of greedy decodes at each radius (encoder stream attacked)
     c.discrete_attacks = ("hotflip", "deepwordbug")  # token substitution, character edits
     c.sub_budget = 0.2  # hotflip: max fraction of a text's tokens changed (at least 1)
     c.sub_neighbors = 20  # hotflip: candidates per token, nearest in the embedding table
