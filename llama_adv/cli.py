@@ -77,6 +77,28 @@ def _robustness(args: argparse.Namespace, overrides: list[str]) -> None:
         raise UserError("robustness needs --workdir RUN or --compare RUN_A RUN_B ...")
 
 
+def _command_line(name: str, args: argparse.Namespace, keys: tuple[str, ...]) -> str:
+    """The command as parsed (``sys.argv`` differs when main() is called in-process)."""
+    parts = [f"llama-adv {name} {args.experiment}"]
+    for key in keys:
+        value = getattr(args, key)
+        if value is True:
+            parts.append(f"--{key.replace('_', '-')}")
+        elif value not in (None, False):
+            parts.append(f"--{key.replace('_', '-')} {value}")
+    return " ".join(parts)
+
+
+def _sweep(args: argparse.Namespace, overrides: list[str]) -> None:
+    from llama_adv.experiments.runner import run_sweep
+
+    if overrides:
+        raise UserError("sweep takes no --config.* overrides; put them in the experiment file.")
+    command = _command_line("sweep", args, ("runs_dir", "parallel", "only", "dry_run"))
+    run_sweep(args.experiment, runs_dir=args.runs_dir, parallel=args.parallel,
+              dry_run=args.dry_run, only=args.only, command=command)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llama-adv", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     rob.add_argument("--adv-set", help="AdvGLUE-format .json or text<TAB>label .tsv file")
     rob.add_argument("--adv-task", help="task key in an AdvGLUE file (default sst2)")
     rob.set_defaults(run=_robustness)
+
+    sweep = commands.add_parser("sweep", help="run (or resume) every run of an experiment file")
+    sweep.add_argument("experiment", help="experiments/<name>.py[:variant]")
+    sweep.add_argument("--runs-dir", default="runs", help="runs go to RUNS_DIR/<name>/<run id>")
+    sweep.add_argument("--parallel", type=int, default=1, help="runs at once on CPU")
+    sweep.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    sweep.add_argument("--only", help="run ids matching a glob, or containing the text")
+    sweep.set_defaults(run=_sweep)
     return parser
 
 

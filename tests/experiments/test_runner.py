@@ -1,0 +1,180 @@
+"""The sweep runner's bookkeeping, with a stand-in for ``llama-adv train`` that needs no JAX:
+skipping finished runs, recording failures while the others go on, Ctrl-C, --only, locks.
+(``test_sweep_cli.py`` runs real training end to end.)"""
+
+import io
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+from _sweep_helpers import QUICKSTART
+
+from llama_adv.errors import UserError
+from llama_adv.experiments import runner
+from llama_adv.experiments.index import read_index
+from llama_adv.experiments.runner import FINISHED, INVALID, NEW, RESUME, plan_run, run_sweep
+from llama_adv.experiments.spec import expand, load_experiment
+
+# Behaves like `llama-adv train` by adv.method: "bogus" fails with a readable error, "pgd"
+# crashes with a traceback, "freelb" trains until SIGINT and then saves a checkpoint.
+FAKE_TRAIN = """
+import json, sys, time
+from pathlib import Path
+from llama_adv.config import load_config, to_json
+
+workdir, spec, overrides = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+config = load_config(spec, overrides)
+workdir.mkdir(parents=True, exist_ok=True)
+(workdir / "config.json").write_text(to_json(config) + "\\n")
+print("training", config.adv.method, flush=True)
+if config.adv.method == "bogus":
+    print("llama-adv: error: Unknown adversarial method 'bogus'.", file=sys.stderr)
+    sys.exit(2)
+if config.adv.method == "pgd":
+    raise RuntimeError("boom")
+if config.adv.method == "freelb":
+    (workdir / "started").touch()
+    try:
+        time.sleep(60)
+    except KeyboardInterrupt:
+        (workdir / "checkpoints" / "3").mkdir(parents=True)
+        print("llama-adv: error: Interrupted at step 3; checkpoint saved.", file=sys.stderr)
+        sys.exit(2)
+summary = {"step": config.train.num_steps, "step_time_sec": 0.1,
+           "eval": {"accuracy": 0.5 + 0.1 * config.train.seed, "attack_accuracy": 0.25}}
+(workdir / "summary.json").write_text(json.dumps(summary))
+"""
+
+EXPERIMENT = f"""
+def get_experiment(arg=None):
+    methods = {{"none": {{}}, "fgm": {{"adv.method": "fgm"}}, "bogus": {{"adv.method": "bogus"}},
+               "crash": {{"adv.method": "pgd"}}, "badtype": {{"train.num_steps": "many"}}}}
+    if arg == "slow":
+        methods = {{"none": {{}}, "slow": {{"adv.method": "freelb"}}}}
+    return Experiment(
+        config="{QUICKSTART}:tiny",
+        axes=(named_axis("method", methods),),
+        table=Table(rows=("method",)),
+    )
+"""
+
+
+@pytest.fixture
+def fake_train(tmp_path, monkeypatch):
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAIN)
+
+    def command(run, workdir):
+        return [sys.executable, str(script), str(workdir), run.config, *run.overrides]
+
+    monkeypatch.setattr(runner, "train_command", command)
+
+
+def test_failures_are_recorded_and_the_rest_runs_then_finished_runs_are_skipped(
+    write_experiment, tmp_path, fake_train
+):
+    spec, runs_dir, out = write_experiment(EXPERIMENT), tmp_path / "runs", io.StringIO()
+    with pytest.raises(UserError, match=r"^3 of 5 runs failed: method=bogus,seed=0: Unknown"):
+        run_sweep(spec, runs_dir=runs_dir, parallel=2, out=out, command="sweep 1")
+    index = read_index(runs_dir / "exp" / "index.json")
+    runs = index["runs"]
+    assert list(runs) == [f"method={m},seed=0" for m in ("none", "fgm", "bogus", "crash",
+                                                           "badtype")]  # fmt: skip
+    status = {i: (e["status"], e["error"]) for i, e in runs.items()}
+    assert status["method=none,seed=0"] == ("done", None)
+    assert status["method=fgm,seed=0"] == ("done", None)
+    assert status["method=bogus,seed=0"] == ("failed", "Unknown adversarial method 'bogus'.")
+    assert status["method=crash,seed=0"] == ("failed", "RuntimeError: boom (exit status 1)")
+    assert status["method=badtype,seed=0"][0] == "failed"  # caught before any process
+    assert "'train.num_steps' expects int" in status["method=badtype,seed=0"][1]
+    assert runs["method=badtype,seed=0"]["attempts"] == 0
+    assert index["command"] == "sweep 1" and index["commit"]
+    done = runs["method=none,seed=0"]
+    assert done["attempts"] == 1 and done["wall_time_sec"] > 0 and done["returncode"] == 0
+    assert done["command"].startswith("llama-adv train --config ")
+    assert "training none" in (runs_dir / "exp" / done["log"]).read_text()
+    summary_mtime = (runs_dir / "exp" / "method=none,seed=0" / "summary.json").stat().st_mtime_ns
+
+    # Again: finished runs are skipped, failed ones tried again.
+    out = io.StringIO()
+    with pytest.raises(UserError, match="3 of 5 runs failed"):
+        run_sweep(spec, runs_dir=runs_dir, parallel=2, out=out, command="sweep 2")
+    assert "exp: 2 to run (0 resumed), 2 finished before, 1 invalid" in out.getvalue()
+    runs = read_index(runs_dir / "exp" / "index.json")["runs"]
+    assert runs["method=none,seed=0"]["attempts"] == 1
+    assert runs["method=bogus,seed=0"]["attempts"] == 2
+    path = runs_dir / "exp" / "method=none,seed=0" / "summary.json"
+    assert path.stat().st_mtime_ns == summary_mtime
+
+
+def test_dry_run_and_only(write_experiment, tmp_path, fake_train):
+    spec, runs_dir, out = write_experiment(EXPERIMENT), tmp_path / "runs", io.StringIO()
+    counts = run_sweep(spec, runs_dir=runs_dir, dry_run=True, only="method=*m*", out=out)
+    assert counts == {"planned": 1, "skipped": 0, "failed": 0}  # fgm only ("*m*" is a glob)
+    assert out.getvalue().startswith("run      method=fgm,seed=0\n")
+    assert not runs_dir.exists()  # a dry run writes nothing
+    assert run_sweep(spec, runs_dir=runs_dir, only="none", out=out) == {
+        "done": 1, "skipped": 0, "failed": 0
+    }  # fmt: skip
+    runs = read_index(runs_dir / "exp" / "index.json")["runs"]
+    assert runs["method=none,seed=0"]["status"] == "done"
+    assert runs["method=fgm,seed=0"]["status"] == "pending"  # not selected, not run
+    with pytest.raises(UserError, match="--only 'adam' matches no run; run ids look like"):
+        run_sweep(spec, runs_dir=runs_dir, only="adam", out=out)
+
+
+def test_ctrl_c_lets_running_runs_save_then_resume_is_planned(write_experiment, tmp_path,
+                                                              fake_train):  # fmt: skip
+    spec, runs_dir = write_experiment(EXPERIMENT), tmp_path / "runs"
+    started = runs_dir / "exp-slow" / "method=slow,seed=0" / "started"
+
+    def interrupt_when_training():
+        deadline = time.time() + 60
+        while not started.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C in the terminal
+
+    thread = threading.Thread(target=interrupt_when_training)
+    thread.start()
+    try:
+        with pytest.raises(UserError, match="Sweep interrupted; 1 running run"):
+            run_sweep(f"{spec}:slow", runs_dir=runs_dir, only="slow", out=io.StringIO())
+    finally:
+        thread.join()
+    entry = read_index(runs_dir / "exp-slow" / "index.json")["runs"]["method=slow,seed=0"]
+    assert entry["status"] == "interrupted"
+    assert entry["error"] == "Interrupted at step 3; checkpoint saved."
+    run = next(r for r in expand(load_experiment(f"{spec}:slow")) if r.levels["method"] == "slow")
+    assert plan_run(run, started.parent).state == RESUME
+
+
+def test_plan_reads_the_workdir(write_experiment, tmp_path):
+    from llama_adv.config import load_config, to_json
+
+    exp = load_experiment(write_experiment(EXPERIMENT))
+    none, fgm, *_, badtype = expand(exp)
+    workdir = tmp_path / "run"
+    assert plan_run(none, workdir).state == NEW
+    workdir.mkdir()
+    (workdir / "config.json").write_text(to_json(load_config(none.config, none.overrides)))
+    assert plan_run(none, workdir).state == NEW  # died before its first checkpoint
+    (workdir / "checkpoints" / "4").mkdir(parents=True)
+    assert plan_run(none, workdir).state == RESUME
+    (workdir / "summary.json").write_text(json.dumps({"eval": {}}))
+    assert plan_run(none, workdir).state == FINISHED
+    stale = plan_run(fgm, workdir)  # the experiment changed since this workdir ran
+    assert stale.state == INVALID and "holds a run with a different config" in stale.error
+    assert plan_run(badtype, tmp_path / "other").state == INVALID
+
+
+def test_one_sweep_per_experiment_folder(write_experiment, tmp_path, fake_train):
+    spec, runs_dir = write_experiment(EXPERIMENT), tmp_path / "runs"
+    with (
+        runner._lock(runs_dir / "exp"),
+        pytest.raises(UserError, match=r"Another sweep .* is running in"),
+    ):
+        run_sweep(spec, runs_dir=runs_dir, only="none", out=io.StringIO())
