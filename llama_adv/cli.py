@@ -99,6 +99,17 @@ def _sweep(args: argparse.Namespace, overrides: list[str]) -> None:
               dry_run=args.dry_run, only=args.only, command=command)  # fmt: skip
 
 
+def _table(args: argparse.Namespace, overrides: list[str]) -> None:
+    from llama_adv.experiments.report import write_report
+
+    if overrides:
+        raise UserError("table takes no --config.* overrides.")
+    command = _command_line("table", args, ("runs_dir", "out"))
+    folder = write_report(args.experiment, runs_dir=args.runs_dir, out=args.out, command=command)
+    print((folder / "table.md").read_text())
+    print(f"wrote {folder}/ (table.md, table.csv, table.tex, plots, manifest.json)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llama-adv", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     sweep.add_argument("--only", help="run ids matching a glob, or containing the text")
     sweep.set_defaults(run=_sweep)
+
+    table = commands.add_parser("table", help="tables, plots and manifest of an experiment")
+    table.add_argument("experiment", help="experiments/<name>.py[:variant]")
+    table.add_argument("--runs-dir", default="runs", help="where the sweep put its runs")
+    table.add_argument("--out", default="results", help="writes OUT/<name>/")
+    table.set_defaults(run=_table)
     return parser
 
 
