@@ -17,13 +17,16 @@ class Split:
     Every split carries ``example_id`` (stable index of the example in its split) and
     ``weight`` (1.0; evaluation padding adds rows of weight 0). ``references`` holds the
     target texts of a seq2seq split (for BLEU); ``length_buckets`` the batch lengths the
-    pipeline may cut token fields to (``()``: always the full width).
+    pipeline may cut token fields to (``()``: always the full width); ``tokenizer`` the
+    tokenizer that encoded it (set by :meth:`Dataset.split`), to turn predicted ids back
+    into text.
     """
 
     arrays: dict[str, np.ndarray]
     texts: list[str] | None = None
     references: list[str] | None = None
     length_buckets: tuple[int, ...] = ()
+    tokenizer: Any = None
 
     def __post_init__(self):
         n = len(next(iter(self.arrays.values())))
@@ -64,4 +67,7 @@ class Dataset:
                 f"Dataset {self.name!r} has no split {name!r}; "
                 f"valid: {', '.join(sorted(self.splits))}."
             )
-        return self.splits[name]
+        split = self.splits[name]
+        if split.tokenizer is None:  # evaluation decodes predictions to text (BLEU)
+            split.tokenizer = self.tokenizer
+        return split

@@ -29,10 +29,11 @@ def _pick(logits: jax.Array, rng: jax.Array, temperature: float, top_k: int) -> 
     return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
-def _loop(step, first_logits, cache, num_steps, rng, temperature, top_k, eos_id):
+def _loop(step, first_logits, cache, num_steps, rng, temperature, top_k, eos_id, with_logits=True):
     """Picks ``num_steps`` tokens, feeding each back through ``step(cache, tokens [B, 1])``.
 
-    Returns tokens ``[B, N]`` and the logits each was picked from ``[B, N, V]``.
+    Returns tokens ``[B, N]`` and the logits each was picked from ``[B, N, V]`` (None
+    without ``with_logits``: they are the largest array of a long decode).
     """
 
     def body(carry, rng):
@@ -41,12 +42,12 @@ def _loop(step, first_logits, cache, num_steps, rng, temperature, top_k, eos_id)
         token = jnp.where(finished, PAD_ID, token)
         finished = finished | (token == eos_id)
         next_logits, cache = step(cache, token[:, None])
-        return (next_logits[:, 0], cache, finished), (token, logits)
+        return (next_logits[:, 0], cache, finished), (token, logits if with_logits else None)
 
     finished = jnp.zeros(first_logits.shape[:1], bool)
     rngs = jax.random.split(rng, num_steps)
     _, (tokens, logits) = jax.lax.scan(body, (first_logits, cache, finished), rngs)
-    return tokens.T, jnp.swapaxes(logits, 0, 1)
+    return tokens.T, None if logits is None else jnp.swapaxes(logits, 0, 1)
 
 
 def generate_decoder(
@@ -79,13 +80,13 @@ def generate_decoder(
     return _loop(step, first, cache, max_new_tokens, rng, temperature, top_k, eos_id)
 
 
-def _start(model, params, encoder_inputs, length, start_id):
-    encoded, encoder_mask = model.encode(params, encoder_inputs)
-    batch = encoder_inputs.shape[0]
+def _start(model, params, encoded, encoder_mask, length, start_id):
+    """A decoder cache for ``length`` tokens holding the start token; its logits ``[B, V]``."""
+    batch = encoded.shape[0]
     cache = model.init_cache(params, batch, length, encoded)
     start = jnp.full((batch, 1), start_id, jnp.int32)
     logits, cache = model.decode_step(params, cache, start, encoded, encoder_mask)
-    return encoded, encoder_mask, cache, logits[:, 0]
+    return cache, logits[:, 0]
 
 
 def generate_seq2seq(
@@ -104,15 +105,39 @@ def generate_seq2seq(
 
     The decoder starts from ``start_id``; returns ``(tokens [B, N], logits [B, N, V])``.
     """
+    encoded, encoder_mask = model.encode(params, encoder_inputs)
+    return generate_from_encoded(
+        model, params, encoded, encoder_mask, max_new_tokens, temperature=temperature,
+        top_k=top_k, rng=rng, start_id=start_id, eos_id=eos_id,
+    )  # fmt: skip
+
+
+def generate_from_encoded(
+    model,
+    params: Params,
+    encoded: jax.Array,
+    encoder_mask: jax.Array,
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    rng: jax.Array | None = None,
+    start_id: int = BOS_ID,
+    eos_id: int = EOS_ID,
+    with_logits: bool = True,
+) -> tuple[jax.Array, jax.Array | None]:
+    """:func:`generate_seq2seq` from an encoder output ``[B, S, d_model]`` and its mask
+    ``[B, S]`` (``model.encode``, or ``model.encode_embedded`` of perturbed embeddings).
+
+    Returns ``(tokens [B, N], logits [B, N, V])``; logits are None without ``with_logits``.
+    """
     rng = jax.random.key(0) if rng is None else rng
-    encoded, encoder_mask, cache, first = _start(
-        model, params, encoder_inputs, max_new_tokens + 1, start_id
-    )
+    cache, first = _start(model, params, encoded, encoder_mask, max_new_tokens + 1, start_id)
 
     def step(cache, tokens):
         return model.decode_step(params, cache, tokens, encoded, encoder_mask)
 
-    return _loop(step, first, cache, max_new_tokens, rng, temperature, top_k, eos_id)
+    return _loop(step, first, cache, max_new_tokens, rng, temperature, top_k, eos_id, with_logits)
 
 
 def _reorder(cache: Params, index: jax.Array) -> Params:
@@ -145,9 +170,8 @@ def beam_search(
     """
     batch, k = encoder_inputs.shape[0], beam_size
     expanded = jnp.repeat(encoder_inputs, k, axis=0)  # [B*K, S], beams of a row adjacent
-    encoded, encoder_mask, cache, logits = _start(
-        model, params, expanded, max_new_tokens + 1, start_id
-    )
+    encoded, encoder_mask = model.encode(params, expanded)
+    cache, logits = _start(model, params, encoded, encoder_mask, max_new_tokens + 1, start_id)
     vocab = logits.shape[-1]
     # Only the first beam of each row is live at the start, so beams do not duplicate.
     scores = jnp.tile(jnp.array([0.0] + [-jnp.inf] * (k - 1)), (batch, 1))

@@ -372,10 +372,17 @@ class EncoderDecoderModel(Model):
 
     def encode(self, params: Params, encoder_tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``[B, S]`` tokens -> encoder output ``[B, S, d_model]`` and its mask ``[B, S]``."""
-        variables = {"params": params}
+        embedded = self.module.apply({"params": params}, encoder_tokens, method="embed")
+        return self.encode_embedded(params, embedded, encoder_tokens)
+
+    def encode_embedded(
+        self, params: Params, embedded: jax.Array, encoder_tokens: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """Encoder output ``[B, S, d_model]`` and mask ``[B, S]`` of the ``"encoder"`` stream
+        ``embedded`` ``[B, S, d_model]`` (e.g. perturbed) of ``encoder_tokens`` ``[B, S]``;
+        dropout off, as in decoding."""
         mask = token_mask(encoder_tokens)
-        embedded = self.module.apply(variables, encoder_tokens, method="embed")
-        return self.module.apply(variables, embedded, mask, method="encode"), mask
+        return self.module.apply({"params": params}, embedded, mask, method="encode"), mask
 
     def init_cache(
         self, params: Params, batch_size: int, max_length: int, encoded: jax.Array

@@ -62,9 +62,14 @@ class Task(abc.ABC):
     def correct(self, outputs: Outputs, batch: Batch) -> jax.Array:
         """Per-example ``[B]`` fraction of correct predictions (unweighted)."""
 
+    def example_weight(self, batch: Batch) -> jax.Array:
+        """``[B]`` weight of each example in example-level metrics (accuracy, accuracy under
+        attack): ``weight`` (0 on padding); classification also zeroes unlabelled rows."""
+        return batch["weight"].astype(jnp.float32)
+
     def metrics(self, outputs: Outputs, batch: Batch) -> dict[str, tuple[jax.Array, jax.Array]]:
         """Evaluation metrics as ``{name: (sum, count)}`` over the batch."""
-        weight = batch["weight"].astype(jnp.float32)
+        weight = self.example_weight(batch)
         return {
             "loss": (jnp.sum(self.loss(outputs, batch)), jnp.sum(self.denominator(batch))),
             "accuracy": (jnp.sum(self.correct(outputs, batch) * weight), jnp.sum(weight)),
