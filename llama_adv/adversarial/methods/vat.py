@@ -8,12 +8,14 @@ Unlabelled examples: the KL term needs no labels, so a batch may mix labelled an
 unlabelled examples. An example is unlabelled when the batch has a ``"labeled"`` field
 ``[B]`` that is 0 for it, or (classification) its ``"label"`` is negative. Unlabelled
 examples contribute only to the KL term; the supervised term is the mean over labelled
-examples of the global batch (0 when there are none). Keep ``"weight"`` at 1 for them
-(weight 0 means padding and removes them from every term).
+examples of the global batch (0 when there are none), the KL term the mean over all of
+its examples. Keep ``"weight"`` at 1 for them (weight 0 means padding and removes them
+from every term).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 import jax
@@ -32,6 +34,14 @@ def labeled_mask(batch: dict) -> jax.Array:
     if "label" in batch:
         labeled = labeled * (batch["label"] >= 0)
     return labeled
+
+
+def with_all_labeled(batch: dict) -> dict:
+    """``batch`` with negative labels replaced by 0, so that the task counts every example
+    (the classification task leaves unlabelled ones out of its loss and denominator)."""
+    if "label" not in batch:
+        return batch
+    return {**batch, "label": jnp.maximum(batch["label"], 0)}
 
 
 class VAT(Method):
@@ -55,8 +65,7 @@ class VAT(Method):
     def clean_term(self, clean_out: dict, info: BatchInfo) -> jax.Array:
         batch = info.batch
         labeled = labeled_mask(batch)
-        if "label" in batch:  # negative labels would index out of range: any valid class
-            batch = {**batch, "label": jnp.maximum(batch["label"], 0)}
+        batch = with_all_labeled(batch)  # then masked by ``labeled``
         per_example = self.task.loss(clean_out, batch) * labeled
         denominator = info.psum(jnp.sum(self.task.denominator(batch) * labeled))
         return jnp.sum(per_example) / jnp.maximum(denominator, 1e-9)
@@ -90,6 +99,10 @@ class VAT(Method):
         }  # fmt: skip
 
     def grads(self, objective, params, info: BatchInfo, rng, state):
+        # A classification info.denominator counts labelled examples only; the KL term
+        # (``local_mean`` in descent_grads) is averaged over every example instead.
+        everyone = self.task.denominator(with_all_labeled(info.batch))
+        info = dataclasses.replace(info, denominator=info.psum(jnp.sum(everyone)))
         clean_out, pullback = self.clean_forward(objective, params, self.rng_at(rng, 0))
         delta = self.attack(objective, params, info, rng, self.radius(info), clean_out)
         grads, terms, adv_out, _ = self.descent_grads(
