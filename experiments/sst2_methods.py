@@ -1,0 +1,85 @@
+"""SST-2: every adversarial training method on the small decoder-only model.
+
+Clean GLUE-dev accuracy, accuracy under the evaluation's embedding PGD attack, and each
+method's measured step time as a ratio to clean training with the same seed.
+
+    LLAMA_ADV_DATA_DIR=../shared/data llama-adv sweep experiments/sst2_methods.py --parallel 2
+    llama-adv table experiments/sst2_methods.py
+
+33 runs (11 methods x 3 seeds); about 1.3 h on 2 CPU cores (estimate in ``budget``).
+
+Variant ``pilot``: ``none`` and ``fgm``, seed 0 only (about 5 min), to check accuracy and the
+radius before the full sweep, e.g. with
+``llama-adv robustness --workdir runs/sst2_methods-pilot/method=fgm,seed=0 --suite embedding``
+(accuracy against several radii).
+"""
+
+import importlib.util
+from pathlib import Path
+
+from llama_adv.config import parse_variant
+from llama_adv.experiments import Experiment, Metric, Plot, Table, accuracy_metrics, named_axis
+
+# The shared scaled-down SST-2 setting, loaded by path as experiment files are.
+_spec = importlib.util.spec_from_file_location(
+    "_sst2_small", Path(__file__).with_name("_sst2_small.py")
+)
+small = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(small)
+
+METHODS = ("none", "random", "fgm", "pgd", "freeat", "freelb", "smart", "vat", "alum", "trades",
+           "adaptive")  # fmt: skip
+FREEAT_REPLAYS = 3  # adv.freeat.replays, the default
+METRICS = accuracy_metrics() + (
+    Metric("step_ratio", "step_time_sec", "step time / none", best="", digits=2,
+           relative_to={"method": "none"}),
+    Metric("step_ms", "step_time_sec", "step (ms)", scale=1000.0, best="", digits=0),
+)  # fmt: skip
+
+
+def method_levels(methods):
+    levels = {m: {"adv.method": m} for m in methods}
+    if "freeat" in levels:
+        # FreeAT makes `replays` optimizer steps per batch; as its paper (and its module)
+        # says, it gets 1/replays of the batches, so that its cost matches clean training.
+        levels["freeat"]["train.num_steps"] = small.STEPS // FREEAT_REPLAYS
+    return levels
+
+
+def get_experiment(arg=None):
+    variant = parse_variant(arg, pilot=False)
+    methods = ("none", "fgm") if variant["pilot"] else METHODS
+    return Experiment(
+        title="SST-2 (GLUE dev): adversarial training methods, small decoder-only model",
+        config=small.CONFIG,
+        overrides=small.OVERRIDES,
+        axes=(named_axis("method", method_levels(methods)),),
+        seeds=(0,) if variant["pilot"] else (0, 1, 2),
+        metrics=METRICS,
+        table=Table(
+            rows=("method",),
+            notes=(
+                "Under attack: correct both clean and under PGD-5, L2 over the whole example, "
+                f"radius {small.EPSILON} (TextAttack's accuracy under attack).",
+                "Step time: median seconds per training step (summary.json step_time_sec) "
+                "divided by that of the `none` run with the same seed; runs share 2 CPU "
+                "cores with --parallel 2, so ratios are noisier than benchmarks/step_cost.py.",
+                f"freeat trains {small.STEPS // FREEAT_REPLAYS} batches with "
+                f"{FREEAT_REPLAYS} replays each (the same number of updates and about the "
+                "cost of clean training); its step is one batch.",
+            ),
+        ),
+        plots=(
+            Plot("accuracy", "bar", "method", ("accuracy", "attack_accuracy")),
+            Plot("cost_vs_robustness", "scatter", "step_ratio", ("attack_accuracy",)),
+        ),
+        scaled_down=small.SCALED_DOWN,
+        budget=(
+            "about 1.3 h on 2 CPU cores with --parallel 2; pilot about 5 min. Estimate: a "
+            "rehearsal of this setting on the synthetic task (same model, 48 tokens, batch "
+            "32, two runs at once) took 0.16 s per clean step and 65-90 s per run for start, "
+            "compilation, checkpoints and the evaluation; the methods' step costs relative to "
+            "clean from results/step_cost add up to about 28 per seed (FreeAT's third of "
+            "the batches included)"
+        ),
+    )
