@@ -84,8 +84,27 @@ def attack_rows(results: Results) -> dict[str, dict[str, float]]:
     return rows
 
 
+def curve_metrics(point: dict[str, float]) -> list[str]:
+    """The metrics a radius table shows, from the keys of one curve point: BLEU and loss
+    (seq2seq), perplexity and loss (lm) or accuracy (classification)."""
+    if "bleu" in point:
+        return ["bleu", "loss"]
+    if "perplexity" in point:
+        return ["perplexity", "loss"]
+    return ["accuracy"]
+
+
+def skipped_lines(results: Results) -> list[str]:
+    """One line per reason: ``- skipped: hotflip, deepwordbug: needs ...``."""
+    by_reason: dict[str, list[str]] = {}
+    for name, why in results.get("skipped", {}).items():
+        by_reason.setdefault(why, []).append(name)
+    return [f"- skipped: {', '.join(names)}: {why}" for why, names in by_reason.items()]
+
+
 def table_markdown(results: Results) -> str:
-    """The run's table: provenance header, one row per attack, then accuracy per radius."""
+    """The run's table: provenance header, one row per attack, then the metrics per radius
+    (accuracy; perplexity and loss; or BLEU and loss)."""
     p = results["provenance"]
     lines = [
         f"# Robustness of `{results['run']}` (step {results['step']}, "
@@ -96,21 +115,30 @@ def table_markdown(results: Results) -> str:
         f"- hardware: {p['hardware']}",
         f"- time: {results['seconds']:.1f} s "
         f"({results['seconds_per_1000_examples']:.1f} s per 1,000 examples)",
+        *(
+            [f"- perturbed streams: {', '.join(results['perturbed_streams'])}"]
+            if "perturbed_streams" in results
+            else []
+        ),
+        *skipped_lines(results),
         "",
         "| attack | " + " | ".join(COLUMNS) + " |",
         "|---" * (len(COLUMNS) + 1) + "|",
     ]
     lines += [_row(name, s) for name, s in attack_rows(results).items()]
     for name, curve in results.get("embedding", {}).items():
-        key = "perplexity" if "perplexity" in curve["points"][0] else "accuracy"
+        keys = curve_metrics(curve["points"][0])
         if name == next(iter(results["embedding"])):
-            lines += ["", f"{key} under embedding attack, by radius:", ""]
+            lines += ["", f"{' and '.join(keys)} under embedding attack, by radius:", ""]
         lines += [
             f"| {name} | " + " | ".join(f"{q['epsilon']:g}" for q in curve["points"]) + " |",
             "|---" * (len(curve["points"]) + 1) + "|",
-            f"| {key} | " + " | ".join(f"{q[key]:.3f}" for q in curve["points"]) + " |",
-            "",
         ]
+        lines += [
+            f"| {key} | " + " | ".join(f"{q[key]:.3f}" for q in curve["points"]) + " |"
+            for key in keys
+        ]
+        lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -126,7 +154,8 @@ def compare_markdown(runs: list[Results], command: str) -> str:
         f"- command: `{p['command']}`",
         f"- commit: `{p['commit']}`",
         f"- hardware: {p['hardware']}",
-        "- cells: accuracy under attack (attack success rate)",
+        "- cells: accuracy under attack (attack success rate); BLEU rows (seq2seq): BLEU "
+        "under attack (clean BLEU)",
         "",
         "| attack | " + " | ".join(names) + " |",
         "|---" * (len(names) + 1) + "|",
@@ -140,12 +169,28 @@ def compare_markdown(runs: list[Results], command: str) -> str:
             rate = f" ({s['attack_success_rate']:.3f})" if s and "attack_success_rate" in s else ""
             cells.append(f"{s['accuracy_under_attack']:.3f}{rate}" if s else "-")
         lines.append(f"| {attack} | " + " | ".join(cells) + " |")
+    bleu = [bleu_rows(r) for r in runs]
+    for attack in dict.fromkeys(k for r in bleu for k in r):
+        cells = [f"{r[attack][1]:.2f} (clean {r[attack][0]:.2f})" if attack in r else "-"
+                 for r in bleu]  # fmt: skip
+        lines.append(f"| {attack} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def bleu_rows(results: Results) -> dict[str, tuple[float, float]]:
+    """``{"ATTACK @ RADIUS BLEU": (clean BLEU, BLEU under attack)}`` at each embedding
+    attack's largest radius (seq2seq runs; empty otherwise)."""
+    rows = {}
+    for name, curve in results.get("embedding", {}).items():
+        last = curve["points"][-1]
+        if "bleu" in last:
+            rows[f"{name} @ {last['epsilon']:g} BLEU"] = (last["clean_bleu"], last["bleu"])
+    return rows
+
+
 def plot_curves(runs: list[Results], path: Path) -> None:
-    """Accuracy (or perplexity) against radius: one panel per norm, one line per attack and
-    run; the picture a reader looks at first."""
+    """Accuracy (perplexity for lm, BLEU for seq2seq) against radius: one panel per norm,
+    one line per attack and run; the picture a reader looks at first."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,7 +207,7 @@ def plot_curves(runs: list[Results], path: Path) -> None:
             for name, curve in r.get("embedding", {}).items():
                 if curve["norm"] != norm:
                     continue
-                key = "perplexity" if "perplexity" in curve["points"][0] else "accuracy"
+                key = curve_metrics(curve["points"][0])[0]
                 label = f"{name}" + (f" [{r['method']}: {r['run']}]" if len(runs) > 1 else "")
                 ax.plot(
                     [q["epsilon"] for q in curve["points"]],

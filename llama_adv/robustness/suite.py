@@ -21,6 +21,7 @@ from llama_adv.robustness.loading import LoadedRun, load_run
 from llama_adv.robustness.metrics import Outcomes, summarize
 from llama_adv.robustness.noise import noisy_texts
 from llama_adv.robustness.substitution import run_hotflip
+from llama_adv.train.evaluate import bleu_unsupported
 
 SUITES = {
     "default": ("embedding", "hotflip", "deepwordbug", "noise", "adv_set"),
@@ -30,7 +31,27 @@ SUITES = {
 }
 
 
-def _embedding(run: LoadedRun, split, n: int, rng) -> dict[str, Any]:
+def _seq2seq_setup(run: LoadedRun, split) -> tuple[dict[str, Any], str]:
+    """``make_attack_step`` arguments for a seq2seq run (encoder stream only; greedy decodes
+    up to the split's target width for BLEU), and why BLEU is not reported (``""``: it is).
+    Other tasks: ``({}, "")``."""
+    exp, rc = run.exp, run.config.robustness
+    if run.config.task.name != "seq2seq":
+        return {}, ""
+    reason = bleu_unsupported(exp.model, exp.task)
+    if reason:
+        return {}, reason
+    setup: dict[str, Any] = {"streams": ("encoder",)}
+    if not rc.bleu:
+        return setup, "robustness.bleu is off"
+    tok = exp.dataset.tokenizer
+    setup.update(
+        decode_length=split.arrays["targets"].shape[1], start_id=tok.bos_id, eos_id=tok.eos_id
+    )
+    return setup, ""
+
+
+def _embedding(run: LoadedRun, split, n: int, rng, seq2seq: dict[str, Any]) -> dict[str, Any]:
     rc, exp = run.config.robustness, run.exp
     out = {}
     for name in rc.embedding_attacks:
@@ -43,6 +64,7 @@ def _embedding(run: LoadedRun, split, n: int, rng) -> dict[str, Any]:
             scope=rc.scope,
             steps=rc.pgd_steps,
             step_size=rc.pgd_step_size,
+            **seq2seq,
         )
         epsilons = rc.epsilons if norm == "l2" else rc.linf_epsilons
         with tqdm(total=n * len(epsilons), desc=name, unit="ex", leave=False) as bar:
@@ -57,6 +79,7 @@ def _embedding(run: LoadedRun, split, n: int, rng) -> dict[str, Any]:
                 rng=jax.random.fold_in(rng, len(out)),
                 token_task=exp.task.head == "lm",
                 progress=bar,
+                tokenizer=exp.dataset.tokenizer,
             )
         out[name] = {"method": method, "norm": norm, "points": points}
     return out
@@ -76,8 +99,11 @@ def _examples(name, texts, adv_texts, labels, clean, adv, count) -> list[dict]:
     ]
 
 
-def _discrete(run: LoadedRun, split, n: int, families) -> tuple[dict, list[dict]]:
-    """Token, character and noise attacks on the first ``n`` examples (classification)."""
+def _discrete(
+    run: LoadedRun, split, n: int, families, skipped: dict[str, str]
+) -> tuple[dict, list[dict]]:
+    """Token, character and noise attacks on the first ``n`` examples (classification);
+    attacks that cannot run on ``split`` are added to ``skipped`` with the reason."""
     rc, exp = run.config.robustness, run.exp
     field = token_field(split.arrays)
     clf = Classifier(exp.model, exp.task, run.params, field, rc.batch_size, exp.dataset.vocab_size)
@@ -116,7 +142,8 @@ def _discrete(run: LoadedRun, split, n: int, families) -> tuple[dict, list[dict]
     codec = None
     if {"deepwordbug", "noise"} & set(families):
         if split.texts is None:
-            print("robustness: this split has no texts; skipping character and noise attacks")
+            why = "needs the split's texts; this split has none"
+            skipped.update({f: why for f in ("deepwordbug", "noise") if f in families})
         else:
             codec = TextCodec(tok, split, field)
 
@@ -213,17 +240,31 @@ def run_robustness(
         "scope": rc.scope,
     }
     examples: list[dict] = []
+    skipped: dict[str, str] = {}  # attack or metric -> why it was not run
     if "embedding" in families:
-        results["embedding"] = _embedding(run, split, n, rng)
+        seq2seq, no_bleu = _seq2seq_setup(run, split)
+        if no_bleu:
+            skipped["bleu"] = no_bleu
+        if "streams" in seq2seq:
+            results["perturbed_streams"] = list(seq2seq["streams"])
+        results["embedding"] = _embedding(run, split, n, rng, seq2seq)
     # Suite families, narrowed by the config's attack lists.
     wanted = [f for f in families if f in rc.discrete_attacks or (f == "noise" and rc.noise)]
-    if wanted and classification:
-        results["attacks"], examples = _discrete(run, split, n, wanted)
-    elif wanted:
-        print(f"robustness: discrete attacks need a classification task; skipping {wanted}")
     adv_path = rc.adv_set if adv_set is None else adv_set
-    if "adv_set" in families and adv_path and classification:
-        results["adv_sets"] = _adv_set(run, split, adv_path, adv_task or rc.adv_task)
+    if "adv_set" in families and adv_path:
+        wanted.append("adv_set")
+    if classification:
+        attacks = [f for f in wanted if f != "adv_set"]
+        if attacks:
+            results["attacks"], examples = _discrete(run, split, n, attacks, skipped)
+        if "adv_set" in wanted:
+            results["adv_sets"] = _adv_set(run, split, adv_path, adv_task or rc.adv_task)
+    else:
+        why = f"needs a classification task; this run's task is {run.config.task.name}"
+        skipped.update(dict.fromkeys(wanted, why))
+    for name, why in skipped.items():
+        print(f"robustness: skipped {name}: {why}")
+    results["skipped"] = skipped
     seconds = time.perf_counter() - t0
     results["seconds"] = seconds
     results["seconds_per_1000_examples"] = 1000.0 * seconds / max(n, 1)

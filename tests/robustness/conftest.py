@@ -48,3 +48,43 @@ def clean_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fgm_run(tmp_path_factory) -> Path:
     return train_run(tmp_path_factory.mktemp("runs") / "fgm", "fgm")
+
+
+# A tiny encoder-decoder on synthetic_reverse, long enough for BLEU above 0, evaluated twice.
+SEQ2SEQ = (
+    "model.name=encoder_decoder", "data.name=synthetic_reverse", "task.name=seq2seq",
+    "data.max_length=8", "data.target_max_length=8", "data.num_train=4000",
+    "data.num_eval=40", "optim.learning_rate=1e-2", "eval.attack.method=none",
+    "checkpoint.best_metric=bleu", "checkpoint.every_steps=100000",
+    "train.progress_bar=False", "robustness.batch_size=32",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def seq2seq_run(tmp_path_factory) -> Path:
+    from llama_adv.config import load_config
+    from llama_adv.train import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("runs") / "seq2seq"
+    config = load_config(
+        f"{REPO / 'configs' / 'quickstart.py'}:tiny",
+        [*SEQ2SEQ, "train.num_steps=60", "train.eval_every=30", "train.log_every=30"],
+    )
+    train_and_evaluate(config, workdir)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def lm_run(tmp_path_factory) -> Path:
+    """Two steps of a decoder-only language model on synthetic_lm (shapes, not quality)."""
+    from llama_adv.config import load_config
+    from llama_adv.train import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("runs") / "lm"
+    config = load_config(
+        f"{REPO / 'configs' / 'quickstart.py'}:tiny",
+        ["data.name=synthetic_lm", "task.name=lm", "train.num_steps=2", "data.num_eval=16",
+         "eval.attack.method=none", "checkpoint.best_metric=", "train.progress_bar=False"],
+    )  # fmt: skip
+    train_and_evaluate(config, workdir)
+    return workdir
