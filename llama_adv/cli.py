@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from llama_adv.errors import UserError
@@ -85,7 +86,7 @@ def _command_line(name: str, args: argparse.Namespace, keys: tuple[str, ...]) ->
         if value is True:
             parts.append(f"--{key.replace('_', '-')}")
         elif value not in (None, False):
-            parts.append(f"--{key.replace('_', '-')} {value}")
+            parts.append(f"--{key.replace('_', '-')} {shlex.quote(str(value))}")
     return " ".join(parts)
 
 

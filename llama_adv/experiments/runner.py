@@ -46,6 +46,7 @@ from llama_adv.experiments.index import (
 from llama_adv.experiments.spec import Experiment, RunSpec, expand, load_experiment
 
 LOG_FILE = "train.log"  # in each run's workdir: every attempt's stdout and stderr
+ATTEMPT_HEADER = "=== "  # starts the line the sweep writes before each attempt's output
 # What a run's workdir holds before the sweep starts it.
 NEW, RESUME, FINISHED, INVALID = "new", "resume", "finished", "invalid"
 # Seconds an interrupted run gets to save its checkpoint before it is killed.
@@ -132,6 +133,9 @@ def error_from_log(log: Path, returncode: int) -> str:
         lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         lines = []
+    # Only this attempt's output: the log holds every attempt, each after a header line.
+    starts = [i for i, ln in enumerate(lines) if ln.startswith(ATTEMPT_HEADER)]
+    lines = lines[starts[-1] + 1 :] if starts else lines
     prefix = "llama-adv: error: "
     for line in reversed(lines[-200:]):
         if line.startswith(prefix):
@@ -384,7 +388,7 @@ def _execute(sweep: Sweep, todo: list[Planned], parallel: int) -> dict[str, int]
                 number += 1
                 p.workdir.mkdir(parents=True, exist_ok=True)
                 log = open(p.workdir / LOG_FILE, "a")  # noqa: SIM115 (closed when it ends)
-                log.write(f"\n=== {_now()} llama-adv sweep: {sweep.command}\n")
+                log.write(f"\n{ATTEMPT_HEADER}{_now()} llama-adv sweep: {sweep.command}\n")
                 log.flush()
                 # Its own session: Ctrl-C in the terminal reaches only the sweep, which then
                 # passes exactly one SIGINT on (a second one would cut the checkpoint save).

@@ -178,3 +178,47 @@ def test_one_sweep_per_experiment_folder(write_experiment, tmp_path, fake_train)
         pytest.raises(UserError, match=r"Another sweep .* is running in"),
     ):
         run_sweep(spec, runs_dir=runs_dir, only="none", out=io.StringIO())
+
+
+def test_error_is_read_from_the_last_attempt_only(tmp_path):
+    log = tmp_path / "train.log"
+    log.write_text(
+        "=== t0 llama-adv sweep: x\nllama-adv: error: old problem\n"
+        "=== t1 llama-adv sweep: x\nTraceback (most recent call last):\nValueError: new\n"
+    )
+    assert runner.error_from_log(log, 1) == "ValueError: new (exit status 1)"
+    assert runner.error_from_log(tmp_path / "missing.log", -9) == "killed by signal 9"
+
+
+def test_real_datasets_are_prepared_once_each(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(runner.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or
+                        runner.subprocess.CompletedProcess(cmd, 0))  # fmt: skip
+    run = expand(load_experiment_for_prepare(tmp_path))[0]
+
+    def planned(data):
+        return runner.Planned(run, tmp_path / "w", NEW, config={"data": data})
+
+    sst2, imdb = {"name": "sst2", "max_length": 48}, {"name": "imdb", "max_length": 48}
+    todo = [planned(sst2), planned(dict(sst2)), planned(imdb), planned({"name": "synthetic_lm"})]
+    runner.prepare_data(todo, tmp_path, lambda text: None)
+    assert len(calls) == 2  # sst2 once, imdb once, nothing for synthetic data
+    assert calls[0][1:4] == ["-m", "llama_adv.experiments.prepare", "--config"]
+
+
+def load_experiment_for_prepare(tmp_path):
+    path = tmp_path / "prep.py"
+    path.write_text(
+        "from llama_adv.experiments import Experiment, Table\n"
+        f"def get_experiment(arg=None):\n    return Experiment(config='{QUICKSTART}:tiny', "
+        "table=Table(rows=()))\n"
+    )
+    return load_experiment(str(path))
+
+
+def test_prepare_module_loads_the_splits(capsys):
+    from llama_adv.experiments import prepare
+
+    assert prepare.main(["--config", f"{QUICKSTART}:tiny", "--config.data.num_train=32"]) == 0
+    assert "synthetic_sentiment[train]: 32 examples" in capsys.readouterr().out
+    assert prepare.main(["--config", f"{QUICKSTART}:tiny", "--config.data.nope=1"]) == 2
