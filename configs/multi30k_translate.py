@@ -2,8 +2,9 @@
 
 Data: ``<data root>/multi30k/{train,val,test_2016_flickr}.{en,de}`` (29,000 / 1,014 /
 1,000 pairs); a shared 8k SentencePiece (unigram) vocabulary trained on both sides of the
-training split. Quality is corpus BLEU (sacrebleu) of decoded outputs against
-``Split.references``: ``llama_adv.data.bleu.bleu_from_ids``.
+training split. Every evaluation reports corpus BLEU (sacrebleu) of greedy decodes against
+the raw German references (``eval.bleu``); the best checkpoint is the one with the highest
+BLEU, and ``llama-adv robustness`` reports BLEU under each embedding attack.
 
     LLAMA_ADV_DATA_DIR=../shared/data llama-adv train --config configs/multi30k_translate.py \\
         --workdir runs/multi30k/none
@@ -45,8 +46,8 @@ def get_config(arg=None):
     config.train.log_every = 100
     config.train.eval_every = 2000
     config.eval.batch_size = 128
-    config.checkpoint.best_metric = "loss"
-    config.checkpoint.best_mode = "min"
+    config.checkpoint.best_metric = "bleu"
+    config.checkpoint.best_mode = "max"
     config.checkpoint.every_steps = 2000
     if variant["tiny"]:
         config.model.d_model, config.model.num_layers, config.model.d_ff = 32, 1, 64
