@@ -156,6 +156,8 @@ class Method:
 
     passes: tuple[float, float] = (1, 1)
     num_steps: int = 0  # train.num_steps, set by build_method
+    updates_per_batch: int = 1  # optimizer updates per batch (FreeAT: m); the lr schedule
+    # spans train.num_steps * updates_per_batch updates
     cost: tuple[float, float, float] = (1, 0, 1)
     defaults: ClassVar[dict[str, Any]] = {}
 

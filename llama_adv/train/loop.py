@@ -138,7 +138,8 @@ def train_and_evaluate(
     prepare_workdir(config, workdir, overwrite)
     tc = config.train
     mesh = make_mesh(tc.num_devices)
-    schedule = make_schedule(config.optim, tc.num_steps)
+    # Over optimizer updates, not batches: FreeAT takes adv.freeat.replays per batch.
+    schedule = make_schedule(config.optim, tc.num_steps * exp.method.updates_per_batch)
     optimizer = make_optimizer(config.optim, schedule)
     ckpt = Checkpointer(
         workdir / "checkpoints", config.checkpoint.keep,

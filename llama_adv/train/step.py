@@ -117,7 +117,8 @@ def make_train_step(
         params, opt_state, metrics, method_state = update(
             objective, state.params, state.opt_state, info, rng, state.method_state, descend
         )
-        metrics = {**metrics, "learning_rate": schedule(state.step)}
+        # The schedule counts optimizer updates (FreeAT takes several per batch).
+        metrics = {**metrics, "learning_rate": schedule(state.step * method.updates_per_batch)}
         new_state = state.replace(
             step=state.step + 1, params=params, opt_state=opt_state, method_state=method_state
         )

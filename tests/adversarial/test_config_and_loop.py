@@ -109,10 +109,17 @@ def test_methods_train_the_encoder_decoder(quickstart_config, tmp_path, method):
     )  # fmt: skip
 
 
-def test_freeat_carries_delta_through_the_loop(quickstart_config, tmp_path):
+def test_freeat_carries_delta_and_schedules_every_update_through_the_loop(
+    quickstart_config, tmp_path
+):
     from llama_adv.train.checkpoint import Checkpointer
+    from llama_adv.train.optimizer import make_schedule
 
-    _train(quickstart_config, tmp_path, "freeat")
+    _, last = _train(quickstart_config, tmp_path, "freeat")
+    config = quickstart_config("tiny,method=freeat", *SMALL)
+    # 2 batches x 3 replays: the schedule spans 6 updates; batch 2 starts at update 3
+    expected = float(make_schedule(config.optim, 6)(3))
+    assert last["learning_rate"] == pytest.approx(expected, rel=1e-6)
     ckpt = Checkpointer(tmp_path / "checkpoints", keep=2)
     try:
         state = ckpt.manager.restore(
@@ -121,6 +128,5 @@ def test_freeat_carries_delta_through_the_loop(quickstart_config, tmp_path):
     finally:
         ckpt.close()
     delta = np.asarray(state["method_state"]["delta"]["inputs"])
-    config = quickstart_config("tiny,method=freeat", *SMALL)
     assert delta.shape == (config.train.batch_size, config.data.max_length, 32)
     assert np.abs(delta).sum() > 0

@@ -5,8 +5,9 @@ the parameter gradient (one optimizer step per replay) and the gradient that mov
 warm-starts across the replays; with ``init_state(..., batch_shapes=...)`` it is also kept
 in the method state and carried to the next batch, as in the paper.
 
-``m`` optimizer steps per batch, so the schedule advances ``m`` times per batch; divide the
-number of batches by ``m`` to keep the epoch budget. Passes: m forward, m backward.
+``m`` optimizer steps per batch: the learning-rate schedule spans ``m * train.num_steps``
+updates (warm-up counted in updates too); divide ``train.num_steps`` by ``m`` to keep the
+epoch budget, as the paper does. Passes: m forward, m backward.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class FreeAT(Method):
     def __init__(self, config, task):
         super().__init__(config, task)
         self.replays = int(config.freeat.replays)
+        self.updates_per_batch = self.replays
         self.passes = (self.replays, self.replays)
         self.cost = (self.replays, 0, self.replays)
 
