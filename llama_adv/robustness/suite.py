@@ -202,6 +202,30 @@ def _adv_set(run: LoadedRun, split, path: str, task: str) -> dict:
     }
 
 
+def _classification_attacks(
+    run: LoadedRun, split, n: int, families, adv_set: tuple[str, str], skipped: dict[str, str]
+) -> tuple[dict[str, Any], list[dict]]:
+    """The suite's discrete attacks (narrowed by the config's lists) and the adversarial set
+    ``adv_set`` = ``(path or "", task key)``: ``({"attacks": ..., "adv_sets": ...},
+    examples)``. They need a classification run; otherwise each is added to ``skipped``."""
+    rc = run.config.robustness
+    wanted = [f for f in families if f in rc.discrete_attacks or (f == "noise" and rc.noise)]
+    if "adv_set" in families and adv_set[0]:
+        wanted.append("adv_set")
+    if run.exp.task.head != "classification":
+        why = f"needs a classification task; this run's task is {run.config.task.name}"
+        skipped.update(dict.fromkeys(wanted, why))
+        return {}, []
+    parts: dict[str, Any] = {}
+    examples: list[dict] = []
+    attacks = [f for f in wanted if f != "adv_set"]
+    if attacks:
+        parts["attacks"], examples = _discrete(run, split, n, attacks, skipped)
+    if "adv_set" in wanted:
+        parts["adv_sets"] = _adv_set(run, split, *adv_set)
+    return parts, examples
+
+
 def run_robustness(
     workdir: str | Path,
     *,
@@ -224,7 +248,6 @@ def run_robustness(
     split_name = rc.split or run.config.eval.split
     split = run.exp.dataset.split(split_name)
     n = len(split) if not limit else min(limit, len(split))
-    classification = run.exp.task.head == "classification"
     rng = jax.random.key(rc.seed)
 
     t0 = time.perf_counter()
@@ -239,7 +262,6 @@ def run_robustness(
         "suite": suite,
         "scope": rc.scope,
     }
-    examples: list[dict] = []
     skipped: dict[str, str] = {}  # attack or metric -> why it was not run
     if "embedding" in families:
         seq2seq, no_bleu = _seq2seq_setup(run, split)
@@ -248,20 +270,11 @@ def run_robustness(
         if "streams" in seq2seq:
             results["perturbed_streams"] = list(seq2seq["streams"])
         results["embedding"] = _embedding(run, split, n, rng, seq2seq)
-    # Suite families, narrowed by the config's attack lists.
-    wanted = [f for f in families if f in rc.discrete_attacks or (f == "noise" and rc.noise)]
     adv_path = rc.adv_set if adv_set is None else adv_set
-    if "adv_set" in families and adv_path:
-        wanted.append("adv_set")
-    if classification:
-        attacks = [f for f in wanted if f != "adv_set"]
-        if attacks:
-            results["attacks"], examples = _discrete(run, split, n, attacks, skipped)
-        if "adv_set" in wanted:
-            results["adv_sets"] = _adv_set(run, split, adv_path, adv_task or rc.adv_task)
-    else:
-        why = f"needs a classification task; this run's task is {run.config.task.name}"
-        skipped.update(dict.fromkeys(wanted, why))
+    parts, examples = _classification_attacks(
+        run, split, n, families, (adv_path, adv_task or rc.adv_task), skipped
+    )
+    results.update(parts)
     for name, why in skipped.items():
         print(f"robustness: skipped {name}: {why}")
     results["skipped"] = skipped
