@@ -8,20 +8,22 @@ import optax
 UNLABELLED = np.array([False, True, False, True, True, False, False, True])
 
 
-def vat_metrics(tiny, params, batch) -> dict:
+def vat_metrics(tiny):
+    """``metrics(params, batch)`` of one VAT update, jitted once for both batches."""
     method = tiny.method("vat", epsilon=0.3)
-    objective, info = tiny.setup(params, batch)
-    _, metrics, _ = jax.jit(lambda p: method.grads(objective, p, info, jax.random.key(0), {}))(
-        params
-    )
-    return metrics
+
+    def metrics(params, batch):
+        objective, info = tiny.setup(params, batch)
+        return method.grads(objective, params, info, jax.random.key(0), {})[1]
+
+    return jax.jit(metrics)
 
 
 def test_unlabelled_rows_feed_the_kl_term_but_not_the_supervised_term(tiny):
     params, batch = tiny.params(), tiny.batch(8)
     mixed = {**batch, "label": jnp.where(UNLABELLED, -1, batch["label"])}
-    metrics = vat_metrics(tiny, params, mixed)
-    full = vat_metrics(tiny, params, batch)
+    run = vat_metrics(tiny)
+    metrics, full = run(params, mixed), run(params, batch)
 
     logits = tiny.model.apply(params, batch)["logits"]
     ce = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]))
