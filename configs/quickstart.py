@@ -13,7 +13,7 @@ from llama_adv.config import get_default_config, parse_variant
 
 
 def get_config(arg=None):
-    variant = parse_variant(arg, method="none", steps=500, epsilon=0.3, tiny=False)
+    variant = parse_variant(arg, method="none", steps=1000, epsilon=0.3, tiny=False)
     config = get_default_config()
     config.model.d_model = 64
     config.model.num_layers = 2
