@@ -35,6 +35,7 @@ from llama_adv.adversarial import METHODS
 from llama_adv.config import load_config
 from llama_adv.data.pipeline import TrainStream
 from llama_adv.models import count_params, flops_per_token
+from llama_adv.models.presets import apply_preset
 from llama_adv.train.loop import create_state
 from llama_adv.train.mesh import make_mesh, to_global
 from llama_adv.train.optimizer import make_optimizer, make_schedule
@@ -186,13 +187,14 @@ def main(argv: list[str] | None = None) -> None:
         r["ratio_to_clean"] = r["step_s"] / clean
         r["fraction_of_peak"] = r["flops_per_s"] / peak
     config = load_config(args.config, args.override)
+    model = apply_preset(config.model)  # the sizes the preset resolves to
     header = {
         "command": shlex.join(["python", *sys.argv]),
         "commit": git_commit(),
         "machine": machine(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "model": f"{config.model.name} preset={config.model.preset or '-'} "
-        f"d_model={config.model.d_model} layers={config.model.num_layers}",
+        "model": f"{model.name} preset={model.preset or '-'} "
+        f"d_model={model.d_model} layers={model.num_layers}",
         "num_params": rows[0]["num_params"],
         "batch_size": args.batch_size,
         "seq_len": args.seq_len,
