@@ -44,6 +44,8 @@ class BatchInfo:
       denominator: global (all devices) sum of the task's per-example denominators.
       step: the optimizer step being computed (scalar int array).
       axis_name: the data-parallel mesh axis, for collectives over devices.
+      div_denominator: global sum of the task's divergence denominators (unlabelled
+        examples count); ``None``: ``denominator``.
     """
 
     masks: dict[str, jax.Array]
@@ -52,6 +54,7 @@ class BatchInfo:
     denominator: jax.Array
     step: jax.Array
     axis_name: str | None = "data"
+    div_denominator: jax.Array | None = None
 
     def zeros(self) -> Delta:
         """A zero perturbation for every perturbed stream."""
@@ -63,6 +66,11 @@ class BatchInfo:
         Differentiate this; the train step sums gradients over devices.
         """
         return jnp.sum(per_example) / self.denominator
+
+    def local_div_mean(self, per_example: jax.Array) -> jax.Array:
+        """Like :meth:`local_mean` for divergence terms, over every example that has one."""
+        denominator = self.denominator if self.div_denominator is None else self.div_denominator
+        return jnp.sum(per_example) / jnp.maximum(denominator, 1e-9)
 
     def psum(self, x: jax.Array) -> jax.Array:
         return jax.lax.psum(x, self.axis_name) if self.axis_name else x
@@ -325,7 +333,7 @@ class Method:
             terms = {
                 "clean": self.clean_term(clean, info),
                 "adv": self.adv_term(per_adv, adv_out, info),
-                "div": info.local_mean(self.divergence(div_clean, adv_out, info, o.divergence)),
+                "div": info.local_div_mean(self.divergence(div_clean, adv_out, info, o.divergence)),
             }
             loss = o.weight_clean * terms["clean"] + o.weight_adv * terms["adv"]
             loss = loss + o.weight_div * terms["div"]

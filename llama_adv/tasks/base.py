@@ -54,6 +54,11 @@ class Task(abc.ABC):
     def divergence(self, p: Outputs, q: Outputs, batch: Batch, kind: str) -> jax.Array:
         """Per-example divergence ``[B]`` between two outputs, weighted like ``loss``."""
 
+    def divergence_denominator(self, batch: Batch) -> jax.Array:
+        """Per-example weight ``[B]`` of divergence terms (``denominator`` unless the task's
+        loss leaves out examples its label-free divergence keeps)."""
+        return self.denominator(batch)
+
     @abc.abstractmethod
     def predictions(self, outputs: Outputs) -> jax.Array:
         """Predicted class ``[B]`` or tokens ``[B, T]``."""

@@ -37,6 +37,9 @@ class ClassificationTask(Task):
     def denominator(self, batch: Batch) -> jax.Array:
         return self.example_weight(batch)
 
+    def divergence_denominator(self, batch: Batch) -> jax.Array:
+        return batch["weight"].astype(jnp.float32)  # unlabelled examples count here
+
     def divergence(self, p: Outputs, q: Outputs, batch: Batch, kind: str) -> jax.Array:
         # Label-free: padding is excluded, unlabelled examples are not.
         return divergence(p["logits"], q["logits"], kind) * batch["weight"]

@@ -112,6 +112,7 @@ def make_train_step(
             denominator=jax.lax.psum(jnp.sum(task.denominator(batch)), DATA_AXIS),
             step=state.step,
             axis_name=DATA_AXIS,
+            div_denominator=jax.lax.psum(jnp.sum(task.divergence_denominator(batch)), DATA_AXIS),
         )
         objective = make_objective(model, task, batch, masks)
         params, opt_state, metrics, method_state = update(

@@ -241,3 +241,19 @@ def test_doubling_ascent_steps_adds_no_compiled_programs(tiny, name):
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
     assert counts[0] == counts[1] and sizes == [1, 1]
+
+
+@pytest.mark.parametrize("name", ["trades", "smart"])
+def test_divergence_terms_average_over_unlabelled_examples_too(tiny, name):
+    """The divergence is label-free: hiding half the labels leaves it unchanged (it is not
+    divided by the labelled count only)."""
+    method = tiny.method(name, epsilon=0.3)
+    batch = tiny.batch(8)
+    hidden = {**batch, "label": batch["label"].at[::2].set(-1)}
+    values = []
+    for b in (batch, hidden):
+        state, run, _, _ = tiny.trainer(method)
+        _, metrics = run(state, b)
+        values.append(float(metrics["loss_div"]))
+    assert values[0] > 0
+    np.testing.assert_allclose(values[1], values[0], rtol=1e-5)

@@ -84,7 +84,7 @@ class FreeAT(Method):
         terms = {
             "clean": losses[0],  # clean only when delta0 is zero (no carried state)
             "adv": jnp.mean(losses),
-            "div": info.local_mean(self.divergence(first, last, info, o.divergence)),
+            "div": info.local_div_mean(self.divergence(first, last, info, o.divergence)),
         }
         metrics = self.metrics(info, terms, last_delta, first, last)
         metrics["loss"] = info.psum(terms["adv"])

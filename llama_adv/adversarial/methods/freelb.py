@@ -88,7 +88,7 @@ class FreeLB(Method):
         terms = {
             "clean": info.local_mean(self.task.loss(clean_out, info.batch)),
             "adv": jnp.mean(losses),
-            "div": info.local_mean(self.divergence(clean_out, adv_out, info, o.divergence)),
+            "div": info.local_div_mean(self.divergence(clean_out, adv_out, info, o.divergence)),
         }
         metrics = self.metrics(info, terms, last_delta, clean_out, adv_out)
         metrics["loss"] = info.psum(terms["adv"])  # the FreeLB objective itself

@@ -69,7 +69,7 @@ class SMART(PGD):
         teacher_out = jax.lax.stop_gradient(objective(teacher, {}, rng)[1])
 
         def term(clean_out):
-            div = info.local_mean(self.divergence(clean_out, teacher_out, info, "symmetric_kl"))
+            div = info.local_div_mean(self.divergence(clean_out, teacher_out, info, "symmetric_kl"))
             return self.sc.weight_breg * div, {"loss_breg": info.psum(div)}
 
         return term
