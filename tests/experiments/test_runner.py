@@ -138,6 +138,8 @@ def test_ctrl_c_lets_running_runs_save_then_resume_is_planned(write_experiment, 
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C in the terminal
 
+    # pytest-xdist workers may not turn SIGINT into KeyboardInterrupt: restore Python's own.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     thread = threading.Thread(target=interrupt_when_training)
     thread.start()
     try:
@@ -145,6 +147,7 @@ def test_ctrl_c_lets_running_runs_save_then_resume_is_planned(write_experiment, 
             run_sweep(f"{spec}:slow", runs_dir=runs_dir, only="slow", out=io.StringIO())
     finally:
         thread.join()
+        signal.signal(signal.SIGINT, previous)
     entry = read_index(runs_dir / "exp-slow" / "index.json")["runs"]["method=slow,seed=0"]
     assert entry["status"] == "interrupted"
     assert entry["error"] == "Interrupted at step 3; checkpoint saved."
