@@ -10,7 +10,7 @@ Variants: ``method=NAME``, ``steps=N``, ``epsilon=X``, ``tokenizer=byte|sentence
 ``tiny`` (512 examples, a few steps: tests).
 """
 
-from llama_adv.config import get_default_config, parse_variant
+from llama_adv.config import get_default_config, parse_variant, shrink_for_tests
 
 
 def get_config(arg=None):
@@ -42,13 +42,8 @@ def get_config(arg=None):
     config.eval.batch_size = 200
     config.checkpoint.every_steps = 1000
     if variant["tiny"]:
-        config.model.d_model, config.model.num_layers, config.model.d_ff = 32, 1, 64
+        shrink_for_tests(config)
         config.data.train_split = "train[:512]"
         config.data.max_length = 64
         config.data.length_buckets = ()
-        config.train.num_steps, config.train.log_every, config.train.eval_every = 4, 2, 0
-        config.train.batch_size, config.eval.batch_size, config.eval.max_examples = 8, 32, 64
-        config.optim.warmup_steps = 1
-        config.eval.attack.steps = 1
-        config.checkpoint.every_steps = 4
     return config

@@ -14,7 +14,7 @@ Variants: ``method=NAME``, ``steps=N``, ``epsilon=X``, ``semi`` (train+unsup),
 ``tokenizer=sentencepiece|byte``, ``tiny`` (byte tokens, 256 examples, a few steps: tests).
 """
 
-from llama_adv.config import get_default_config, parse_variant
+from llama_adv.config import get_default_config, parse_variant, shrink_for_tests
 
 
 def get_config(arg=None):
@@ -49,14 +49,9 @@ def get_config(arg=None):
     config.eval.batch_size = 128
     config.checkpoint.every_steps = 2500
     if variant["tiny"]:
-        config.model.d_model, config.model.num_layers, config.model.d_ff = 32, 1, 64
+        shrink_for_tests(config)
         config.data.tokenizer = "byte"
         config.data.train_split = "train[:128]+unsup[:128]" if variant["semi"] else "train[:256]"
         config.data.max_length = 128
         config.data.length_buckets = (64,)
-        config.train.num_steps, config.train.log_every, config.train.eval_every = 4, 2, 0
-        config.train.batch_size, config.eval.batch_size, config.eval.max_examples = 8, 32, 64
-        config.optim.warmup_steps = 1
-        config.eval.attack.steps = 1
-        config.checkpoint.every_steps = 4
     return config

@@ -13,7 +13,7 @@ Variants: ``method=NAME``, ``steps=N``, ``epsilon=X``, ``tokenizer=sentencepiece
 ``tiny`` (byte tokens, 512 pairs, a few steps: tests).
 """
 
-from llama_adv.config import get_default_config, parse_variant
+from llama_adv.config import get_default_config, parse_variant, shrink_for_tests
 
 
 def get_config(arg=None):
@@ -50,14 +50,9 @@ def get_config(arg=None):
     config.checkpoint.best_mode = "max"
     config.checkpoint.every_steps = 2000
     if variant["tiny"]:
-        config.model.d_model, config.model.num_layers, config.model.d_ff = 32, 1, 64
+        shrink_for_tests(config)
         config.data.tokenizer = "byte"
         config.data.train_split = "train[:512]"
         config.data.max_length = config.data.target_max_length = 64
         config.data.length_buckets = ()
-        config.train.num_steps, config.train.log_every, config.train.eval_every = 4, 2, 0
-        config.train.batch_size, config.eval.batch_size, config.eval.max_examples = 8, 32, 64
-        config.optim.warmup_steps = 1
-        config.eval.attack.steps = 1
-        config.checkpoint.every_steps = 4
     return config

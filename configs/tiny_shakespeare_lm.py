@@ -13,7 +13,7 @@ Its model is the one of ``configs/sst2_decoder.py``: fine-tune it there with
 Variants: ``method=NAME``, ``steps=N``, ``epsilon=X``, ``tiny`` (a few steps: tests).
 """
 
-from llama_adv.config import get_default_config, parse_variant
+from llama_adv.config import get_default_config, parse_variant, shrink_for_tests
 
 
 def get_config(arg=None):
@@ -43,11 +43,6 @@ def get_config(arg=None):
     config.checkpoint.best_mode = "min"
     config.checkpoint.every_steps = 1000
     if variant["tiny"]:
-        config.model.d_model, config.model.num_layers, config.model.d_ff = 32, 1, 64
+        shrink_for_tests(config)
         config.data.max_length = 64
-        config.train.num_steps, config.train.log_every, config.train.eval_every = 4, 2, 0
-        config.train.batch_size, config.eval.batch_size, config.eval.max_examples = 8, 32, 64
-        config.optim.warmup_steps = 1
-        config.eval.attack.steps = 1
-        config.checkpoint.every_steps = 4
     return config

@@ -1,6 +1,6 @@
 """Config layer: defaults for every section, loading, overrides, locking."""
 
-from llama_adv.config.defaults import get_default_config
+from llama_adv.config.defaults import get_default_config, shrink_for_tests
 from llama_adv.config.loading import (
     apply_overrides,
     load_config,
@@ -15,5 +15,6 @@ __all__ = [
     "load_config",
     "parse_variant",
     "set_value",
+    "shrink_for_tests",
     "to_json",
 ]

@@ -222,3 +222,16 @@ def get_default_config() -> mlc.ConfigDict:
     config = mlc.ConfigDict({name: make() for name, make in SECTIONS.items()})
     config.lock()
     return config
+
+
+def shrink_for_tests(config: mlc.ConfigDict) -> mlc.ConfigDict:
+    """The ``tiny`` variant shared by the real-data configs: a 1-layer, 32-wide model,
+    4 steps of 8 examples, 64 evaluation examples, one-step evaluation attack. Each config
+    then cuts its own data (splits, lengths). Returns ``config``, changed in place."""
+    config.model.d_model, config.model.num_layers, config.model.d_ff = 32, 1, 64
+    config.train.num_steps, config.train.log_every, config.train.eval_every = 4, 2, 0
+    config.train.batch_size, config.eval.batch_size, config.eval.max_examples = 8, 32, 64
+    config.optim.warmup_steps = 1
+    config.eval.attack.steps = 1
+    config.checkpoint.every_steps = 4
+    return config
