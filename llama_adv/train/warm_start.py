@@ -61,9 +61,14 @@ class WarmStartReport:
         return line + (f"; unused from source: {', '.join(self.ignored)}" if self.ignored else "")
 
 
+def _name(path) -> str:
+    """``"block_0/mlp/up/kernel"`` for a tree path."""
+    return "/".join(str(getattr(k, "key", k)) for k in path)
+
+
 def _flatten(params: Params) -> dict[str, Any]:
     flat, _ = jax.tree_util.tree_flatten_with_path(params)
-    return {"/".join(str(getattr(k, "key", k)) for k in path): leaf for path, leaf in flat}
+    return {_name(path): leaf for path, leaf in flat}
 
 
 def _run_config(directory: Path) -> dict[str, Any]:
@@ -158,10 +163,10 @@ def merge_params(
             + ". Set the model section to the source's architecture."
         )
     flat, treedef = jax.tree_util.tree_flatten_with_path(init)
-    leaves = []
-    for path, leaf in flat:
-        name = "/".join(str(getattr(k, "key", k)) for k in path)
-        leaves.append(jnp.asarray(theirs[name], leaf.dtype) if name in theirs else leaf)
+    leaves = [
+        jnp.asarray(theirs[_name(path)], leaf.dtype) if _name(path) in theirs else leaf
+        for path, leaf in flat
+    ]
     params = jax.tree_util.tree_unflatten(treedef, leaves)
     initialized = [k for k in ours if k not in theirs]
     ignored = [k for k in theirs if k not in ours]
