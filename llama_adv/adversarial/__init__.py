@@ -13,6 +13,7 @@ from llama_adv.adversarial.methods.adaptive import BASES, Adaptive
 from llama_adv.adversarial.methods.alum import ALUM
 from llama_adv.adversarial.methods.clean import NoAdversary
 from llama_adv.adversarial.methods.fgm import FGM
+from llama_adv.adversarial.methods.fgm_vat import FGMVAT
 from llama_adv.adversarial.methods.fgsm import FGSM
 from llama_adv.adversarial.methods.freeat import FreeAT
 from llama_adv.adversarial.methods.freelb import FreeLB
@@ -35,16 +36,17 @@ METHODS.register("freeat")(FreeAT)
 METHODS.register("freelb")(FreeLB)
 METHODS.register("smart")(SMART)
 METHODS.register("vat")(VAT)
+METHODS.register("fgm_vat")(FGMVAT)
 METHODS.register("alum")(ALUM)
 METHODS.register("trades")(TRADES)
 METHODS.register("adaptive")(Adaptive)
 
 # Methods whose ascent loop runs adv.steps times (VAT: power iterations).
-ITERATIVE = ("pgd", "freelb", "smart", "vat", "alum", "trades")
+ITERATIVE = ("pgd", "freelb", "smart", "vat", "fgm_vat", "alum", "trades")
 # Methods whose only adversarial term is the divergence: weight_div 0 would make them clean.
-DIVERGENCE_ONLY = ("random", "vat", "alum", "trades")
+DIVERGENCE_ONLY = ("random", "vat", "alum", "trades")  # fgm_vat: either term will do
 # Methods whose perturbation size is the radius itself, so "unbounded" means nothing.
-NEED_RADIUS = ("fgm", "fgsm", "vat", "none", "random")
+NEED_RADIUS = ("fgm", "fgsm", "vat", "fgm_vat", "none", "random")
 CHOICES = {
     "norm": ("",) + geometry.NORMS,
     "scope": ("",) + geometry.SCOPES,
@@ -103,7 +105,7 @@ def _validate_sections(config: mlc.ConfigDict) -> None:
     method = config.method
     if method == "freeat" and config.freeat.replays < 1:
         raise _fail("freeat.replays", f"must be >= 1, got {config.freeat.replays}.")
-    if method == "vat" and config.vat.xi <= 0:
+    if method in ("vat", "fgm_vat") and config.vat.xi <= 0:
         raise _fail("vat.xi", f"must be > 0, got {config.vat.xi}.")
     if method == "smart":
         s = config.smart

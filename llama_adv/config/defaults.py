@@ -76,7 +76,8 @@ def data_defaults() -> mlc.ConfigDict:
 def adv_defaults() -> mlc.ConfigDict:
     # -1 (numbers) and "" (strings) mean "the method's own default" (METHODS.md table).
     c = mlc.ConfigDict()
-    c.method = "none"  # none|random|fgsm|fgm|pgd|freeat|freelb|smart|vat|alum|trades|adaptive
+    # none|random|fgsm|fgm|pgd|freeat|freelb|smart|vat|fgm_vat|alum|trades|adaptive
+    c.method = "none"
     c.epsilon = 1.0  # perturbation radius (adaptive: every example's starting radius)
     c.unbounded = False  # no projection at all (FreeLB's max_norm 0); needs adv.step_size
     c.radius_schedule = "constant"  # constant | linear (ramp from 0 after begin_step)
