@@ -43,6 +43,8 @@ def method_levels(methods):
         # FreeAT makes `replays` optimizer steps per batch; as its paper (and its module)
         # says, it gets 1/replays of the batches, so that its cost matches clean training.
         levels["freeat"]["train.num_steps"] = small.STEPS // FREEAT_REPLAYS
+        # The radius ramp counts batches: the same first 40% of training.
+        levels["freeat"]["adv.radius_ramp_steps"] = small.RAMP_STEPS // FREEAT_REPLAYS
     return levels
 
 

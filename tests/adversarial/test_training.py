@@ -167,6 +167,29 @@ def test_adaptive_radii_grow_shrink_and_stay_in_bounds(tiny, toy):
     assert float(metrics["radius_max"]) == 50.0 and np.isclose(float(metrics["radius_min"]), 0.01)
 
 
+def test_adaptive_attacks_follow_the_radius_schedule(tiny, toy):
+    """A linear ramp scales every example's radius for the attack; the stored radii and
+    the rule stay in unscaled units."""
+    method = tiny.method(
+        "adaptive", adaptive__base="fgm", adaptive__gamma=0.1, adaptive__smoothing=1.0,
+        radius_schedule="linear", radius_ramp_steps=4,
+    )  # fmt: skip
+    predicted = jnp.argmax(toy.logits(toy.params, {}), -1).astype(jnp.int32)
+    batch = {**toy.batch, "label": predicted}  # every example correct before the attack
+    objective, info = toy.setup(TASK, batch, step=1)  # 2 of 4 ramp steps done: factor 0.5
+    radii = jnp.asarray([0.2, 0.4, 0.6, 0.8, 1.0])
+    _, metrics, state = method.grads(
+        objective, toy.params, info, jax.random.key(0), {"radii": radii}
+    )
+    np.testing.assert_allclose(float(metrics["radius_max"]), 0.5 * 0.8, rtol=1e-6)
+    # FGM's perturbation is exactly each example's (scaled) radius.
+    np.testing.assert_allclose(
+        float(metrics["perturbation_norm"]), 0.5 * float(jnp.mean(radii[:4])), rtol=1e-5
+    )
+    moved = np.abs(np.asarray(state["radii"])[:4] - np.asarray(radii[:4]))
+    np.testing.assert_allclose(moved, 0.1, rtol=1e-5)  # the rule's step, unscaled
+
+
 def test_adaptive_radii_update_on_all_devices_and_survive_resume(tiny, tmp_path):
     method = tiny.method("adaptive", adaptive__smoothing=1.0, epsilon=0.5)
     state, run, _, _ = tiny.trainer(method, num_examples=64)

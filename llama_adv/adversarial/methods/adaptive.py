@@ -17,6 +17,10 @@ examples train at ``adv.epsilon`` and radii stay at their initial ``adv.epsilon`
 Then ``eps_i <- b * new + (1 - b) * eps_i`` (``adv.adaptive.smoothing``), clipped to
 ``[adv.adaptive.eps_min, adv.adaptive.eps_max]``. "Survived" means the perturbed prediction
 is still correct (for token tasks: at least half of the target tokens).
+
+A radius schedule (``adv.radius_schedule=linear``) scales every ``eps_i`` by its factor at
+the current step, so the attacks ramp up with it; the stored radii and the rule are in
+unscaled units.
 """
 
 from __future__ import annotations
@@ -49,6 +53,13 @@ class Adaptive(Method):
         """``{"radii": [num_examples] float32}``, all at ``adv.epsilon``."""
         return {"radii": jnp.full((num_examples,), self.config.epsilon, jnp.float32)}
 
+    def schedule_scale(self, info: BatchInfo) -> jax.Array:
+        """The radius schedule's factor at ``info.step`` (1 when constant)."""
+        eps = self.config.epsilon
+        if self.config.get("unbounded", False) or eps <= 0:
+            return jnp.asarray(1.0, jnp.float32)
+        return self.radius(info) / eps
+
     def survived(self, outputs: dict, info: BatchInfo) -> jax.Array:
         """``[B]`` bool: the prediction is (mostly) correct."""
         return self.task.correct(outputs, info.batch) >= 0.5
@@ -69,13 +80,22 @@ class Adaptive(Method):
         ids = info.batch["example_id"].astype(jnp.int32)
         warm = info.step < ac.warmup_steps
         radii = jnp.where(warm, self.config.epsilon, table[jnp.clip(ids, 0, num - 1)])
-        grads, metrics, clean_out, adv_out = self.base.grads_at(objective, params, info, rng, radii)
+        scale = self.schedule_scale(info)
+        attack_radii = radii * scale
+        grads, metrics, clean_out, adv_out = self.base.grads_at(
+            objective, params, info, rng, attack_radii
+        )
         clean_ok = self.survived(clean_out, info)
         survived = clean_ok & self.survived(adv_out, info)
         survived_up = survived
         if ac.rule == "iaat":
             delta_up = self.base.attack(
-                objective, params, info, jax.random.fold_in(rng, 1), radii + ac.gamma, clean_out
+                objective,
+                params,
+                info,
+                jax.random.fold_in(rng, 1),
+                (radii + ac.gamma) * scale,
+                clean_out,
             )
             up_out = objective(params, delta_up, self.rng_at(rng, 0))[1]
             survived_up = survived & self.survived(up_out, info)
@@ -92,8 +112,8 @@ class Adaptive(Method):
         table = table.at[ids].set(new, mode="drop")
         metrics = {
             **metrics,
-            "radius_mean": info.global_example_mean(radii),
-            "radius_min": -info.global_max(jnp.where(valid, -radii, -jnp.inf)),
-            "radius_max": info.global_max(jnp.where(valid, radii, -jnp.inf)),
+            "radius_mean": info.global_example_mean(attack_radii),
+            "radius_min": -info.global_max(jnp.where(valid, -attack_radii, -jnp.inf)),
+            "radius_max": info.global_max(jnp.where(valid, attack_radii, -jnp.inf)),
         }
         return grads, metrics, {"radii": table}
