@@ -1,8 +1,9 @@
 """SST-2: FreeLB's radius (adv.epsilon) against its number of ascent steps (adv.steps).
 
 Rows are training radii, columns ascent steps K; every run is evaluated under the same
-PGD-5 attack (L2 per example, radius 0.3), so the columns compare what the extra ascent
-steps buy at each radius. The small decoder-only setting of ``sst2_methods``.
+PGD-5 attack (L2 per example, ``_sst2_small.EPSILON`` = 0.02), so the columns compare what
+the extra ascent steps buy at each radius. The small decoder-only setting of
+``sst2_methods``.
 
     LLAMA_ADV_DATA_DIR=../shared/data llama-adv sweep experiments/freelb_ablation.py --parallel 2
     llama-adv table experiments/freelb_ablation.py
@@ -38,7 +39,9 @@ def get_experiment(arg=None):
             columns=("K",),
             notes=(
                 "Rows: FreeLB's training radius (L2 per example); columns: its ascent "
-                "steps K (the step size stays FreeLB's default 0.1). Under attack: PGD-5, "
+                "steps K (step size and init magnitude stay FreeLB's defaults, 0.1 and 0.5, "
+                "larger than every radius here: each iterate ends on the sphere). Every "
+                f"radius ramps up over the first {small.RAMP_STEPS} steps. Under attack: PGD-5, "
                 f"L2 per example, radius {small.EPSILON}, for every run.",
                 f"sst2_methods' freelb row is the epsilon={small.EPSILON}, K=2 cell of this table "
                 "(same config and seeds, separate runs).",
