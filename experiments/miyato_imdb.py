@@ -51,11 +51,13 @@ OVERRIDES = (
 SEMI = {"config": "configs/imdb.py:semi", "train.batch_size": 96}
 METHODS = {
     "baseline": {"adv.method": "none"},
-    "random perturbation": {"adv.method": "random"},
+    # Their random baseline: L(x) + L(x + r), r a random direction of norm eps (not R3F).
+    "random perturbation": {"adv.method": "random", "adv.init": "sphere",
+                            "adv.weight_adv": 1.0, "adv.weight_div": 0.0},
     "adversarial": {"adv.method": "fgm"},
     "virtual adversarial": {"adv.method": "vat", **SEMI},
     "adversarial + virtual adversarial": {"adv.method": "fgm_vat", **SEMI},
-}
+}  # fmt: skip
 # Table 2 of Miyato et al. (2017), test error (%).
 PUBLISHED = {
     "baseline": 7.39,

@@ -51,7 +51,7 @@ CHOICES = {
     "norm": ("",) + geometry.NORMS,
     "scope": ("",) + geometry.SCOPES,
     "projection": ("", "ball", "sphere"),
-    "init": ("", "zero", "uniform", "normal"),
+    "init": ("", "zero", "uniform", "normal", "sphere"),
     "inner": ("", "ce") + DIVERGENCES,
     "divergence": ("",) + DIVERGENCES,
     "radius_schedule": ("constant", "linear"),
@@ -83,7 +83,10 @@ def validate_adv_config(config: mlc.ConfigDict, streams: tuple[str, ...]) -> Non
     iterative = method in ITERATIVE or (method == "adaptive" and config.adaptive.base != "fgm")
     if iterative and opt.steps < 1:
         raise _fail("steps", f"must be >= 1 for the iterative method {method!r}, got {opt.steps}.")
-    if method in DIVERGENCE_ONLY and opt.weight_div <= 0:
+    if opt.init == "sphere" and method != "random":
+        raise _fail("init", f"'sphere' is the random method's baseline, not for {method!r}.")
+    perturbed_loss = method == "random" and opt.weight_adv > 0  # Miyato's random baseline
+    if method in DIVERGENCE_ONLY and opt.weight_div <= 0 and not perturbed_loss:
         raise _fail("weight_div", f"must be > 0 for {method!r}: its divergence term is the method.")
     if config.begin_step < 0:
         raise _fail("begin_step", f"must be >= 0, got {config.begin_step}.")

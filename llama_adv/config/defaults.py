@@ -87,7 +87,7 @@ def adv_defaults() -> mlc.ConfigDict:
     c.projection = ""  # ball: project onto the eps-ball | sphere: rescale onto it (SMART/ALUM code)
     c.steps = -1  # ascent steps K (vat: power iterations); pgd 3, freelb 2, trades 10
     c.step_size = -1.0  # ascent step alpha; 0 = 2.5 * radius / K; freelb 0.1, smart/alum 1e-3
-    c.init = ""  # start of the ascent: zero | uniform (FreeLB scaling) | normal
+    c.init = ""  # start of the ascent: zero | uniform (FreeLB scaling) | normal | sphere (random)
     c.init_magnitude = -1.0  # init scale (sigma for normal); smart/alum/random 1e-5
     c.inner = ""  # what the ascent maximises: ce | kl | reverse_kl | symmetric_kl (vs clean)
     c.divergence = ""  # divergence of the weight_div term: kl | reverse_kl | symmetric_kl

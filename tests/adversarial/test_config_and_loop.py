@@ -25,6 +25,8 @@ STANDARD = {"loss", "loss_clean", "loss_adv", "loss_div", "perturbation_norm",
         ("freelb", {"steps": 0}, "adv.steps"),
         ("vat", {"weight_div": 0.0}, "adv.weight_div"),
         ("alum", {"weight_div": 0.0}, "adv.weight_div"),
+        ("random", {"weight_div": 0.0}, "adv.weight_div"),  # no perturbed term left
+        ("pgd", {"init": "sphere"}, "adv.init"),
         ("fgm", {"streams": "encoder"}, "adv.streams"),
         ("pgd", {"norm": "l3"}, "adv.norm"),
         ("pgd", {"inner": "js"}, "adv.inner"),

@@ -63,6 +63,20 @@ def test_r3f_loss_is_clean_loss_plus_symmetric_kl(tiny, toy):
     np.testing.assert_allclose(run(method, toy, rng), expected, rtol=1e-5)
 
 
+def test_random_sphere_is_miyatos_random_perturbation(tiny, toy):
+    """``init=sphere, weight_adv=1, weight_div=0``: ``L(x) + L(x + z)``, ``z`` a random
+    direction with L2 norm eps over each example's real tokens."""
+    method = tiny.method("random", init="sphere", epsilon=0.8, weight_adv=1.0, weight_div=0.0)
+    rng = jax.random.key(5)
+    _, info = toy.setup(TASK)
+    z = np.asarray(method.noise(rng, info)["inputs"], np.float64)
+    np.testing.assert_allclose(np.sqrt((z**2).sum((1, 2))), 0.8, rtol=1e-5)
+    assert np.all(z[np.asarray(toy.mask) == 0] == 0)
+    assert not np.allclose(z, np.asarray(method.noise(jax.random.key(6), info)["inputs"]))
+    expected = np.mean(ce(toy, toy_logits(toy, 0.0))) + np.mean(ce(toy, toy_logits(toy, z)))
+    np.testing.assert_allclose(run(method, toy, rng), expected, rtol=1e-5)
+
+
 def test_alum_loss_after_one_sphere_step(tiny, toy):
     method = tiny.method("alum", init_magnitude=0.3, step_size=0.5, epsilon=1.0, weight_div=2.0)
     rng = jax.random.key(4)

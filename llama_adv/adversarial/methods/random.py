@@ -2,6 +2,10 @@
 ``z ~ U(-sigma, sigma)`` (``adv.init = "uniform"``, element-wise) or ``N(0, sigma^2)``
 (``"normal"``); ``sigma = adv.init_magnitude`` (1e-5), ``lambda = adv.weight_div`` (1).
 
+``adv.init = "sphere"``: ``z`` is a uniformly random direction scaled to the radius
+(``adv.epsilon``, in ``adv.norm`` and ``adv.scope``). With ``weight_adv 1, weight_div 0``
+that is the random-perturbation baseline of Miyato et al. (2017): ``L(x) + L(x + z)``.
+
 No inner maximisation: two forwards and one backward through both.
 """
 
@@ -28,9 +32,16 @@ class RandomPerturbation(Method):
     }
 
     def noise(self, rng, info: BatchInfo):
-        """``{stream: [B, L, D]}`` element-wise noise of scale sigma, zero where masked."""
+        """``{stream: [B, L, D]}`` element-wise noise of scale sigma (or, ``sphere``, a
+        random direction of the radius's norm), zero where masked."""
         masks, o = self.masks(info), self.opt
         keys = jax.random.split(jax.random.fold_in(rng, NOISE_STREAM), len(info.shapes))
+        if o.init == "sphere":
+            radius = geometry.broadcast(self.radius(info))
+            return {
+                k: radius * geometry.normalize(jax.random.normal(key, s), masks[k], o.norm, o.scope)
+                for key, (k, s) in zip(keys, info.shapes.items(), strict=True)
+            }
         return {
             # norm_kind "linf" gives element-wise U(-sigma, sigma), R3F's uniform noise.
             k: geometry.init(key, s, masks[k], o.init, o.init_magnitude, norm_kind="linf")
