@@ -6,8 +6,8 @@ Semi-Supervised Text Classification": baseline, random perturbation, adversarial
     LLAMA_ADV_DATA_DIR=../shared/data llama-adv sweep experiments/miyato_imdb.py --parallel 2
     llama-adv table experiments/miyato_imdb.py
 
-10 runs (5 methods x 2 seeds); about 1.6 h on 2 CPU cores, including the one-time data
-preparation (SentencePiece on 75,000 reviews).
+10 runs (5 methods x 2 seeds); about 1.25 h on 2 CPU cores (seed 0 measured 37 min),
+including the one-time data preparation (SentencePiece on 75,000 reviews).
 """
 
 from llama_adv.experiments import Experiment, Metric, Reference, Table, named_axis
@@ -117,10 +117,9 @@ def get_experiment(arg=None):
             "reviews. Expect errors far above the paper's; compare the rows' order and gaps."
         ),
         budget=(
-            "about 1.6 h on 2 CPU cores with --parallel 2. Estimate: a clean step at 128 "
-            "tokens and batch 32 measured 0.36 s alone (about 0.5 s with two runs at once); "
-            "random and FGM about 2x, VAT 2.3x and FGM + VAT about 3.7x on a 3x batch (from "
-            "their declared pass costs); 400 steps x 2 seeds, ~90 s "
-            "per run besides training, and ~10 min of one-time data preparation"
+            "about 1.25 h on 2 CPU cores with --parallel 2. Measured 2026-11-23 for seed 0: "
+            "37 min (1.07 h of run wall time: baseline 4 min, random and FGM 7 min, VAT "
+            "23 min and FGM + VAT 30 min on batches of 96, partly beside the test suite), "
+            "data preparation 2 min"
         ),
     )
