@@ -6,8 +6,8 @@ Semi-Supervised Text Classification": baseline, random perturbation, adversarial
     LLAMA_ADV_DATA_DIR=../shared/data llama-adv sweep experiments/miyato_imdb.py --parallel 2
     llama-adv table experiments/miyato_imdb.py
 
-10 runs (5 methods x 2 seeds); about 1.25 h on 2 CPU cores (seed 0 measured 37 min),
-including the one-time data preparation (SentencePiece on 75,000 reviews).
+10 runs (5 methods x 2 seeds); about 45 min on 2 CPU cores (a seed measured 21 min), plus
+the one-time data preparation (SentencePiece on 75,000 reviews, 2 min).
 """
 
 from llama_adv.experiments import Experiment, Metric, Reference, Table, named_axis
@@ -117,9 +117,9 @@ def get_experiment(arg=None):
             "reviews. Expect errors far above the paper's; compare the rows' order and gaps."
         ),
         budget=(
-            "about 1.25 h on 2 CPU cores with --parallel 2. Measured 2026-11-23 for seed 0: "
-            "37 min (1.07 h of run wall time: baseline 4 min, random and FGM 7 min, VAT "
-            "23 min and FGM + VAT 30 min on batches of 96, partly beside the test suite), "
-            "data preparation 2 min"
+            "measured 2026-11-23 on 2 CPU cores with --parallel 2: seed 1 alone 21 min "
+            "(baseline 2 min, random and FGM 3-4 min, VAT 12 min and FGM + VAT 13 min on "
+            "batches of 96); seed 0, beside the test suite, 37 min; data preparation 2 min; "
+            "1.64 h of run wall time in all"
         ),
     )
