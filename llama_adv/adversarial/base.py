@@ -205,18 +205,32 @@ class Method:
         return params, opt_state, {**metrics, "grad_norm": grad_norm}, state
 
     # ---------------------------------------------------------------------- helpers
-    def radius(self, info: BatchInfo) -> jax.Array:
-        """The scheduled radius at ``info.step`` (scalar): constant, or a linear ramp from 0
-        over ``adv.radius_ramp_steps`` steps counted from ``adv.begin_step``; ``inf`` when
-        ``adv.unbounded``."""
+    def radius_scale(self, info: BatchInfo) -> jax.Array:
+        """The radius schedule's factor at ``info.step`` (scalar): 1 when constant, else a
+        linear ramp from 0 over ``adv.radius_ramp_steps`` steps from ``adv.begin_step``."""
         cfg = self.config
-        if cfg.get("unbounded", False):
-            return jnp.asarray(math.inf, jnp.float32)
-        eps = jnp.asarray(cfg.epsilon, jnp.float32)
         if cfg.get("radius_schedule", "constant") == "linear" and cfg.radius_ramp_steps > 0:
             done = (info.step - cfg.begin_step + 1).astype(jnp.float32)
-            eps = eps * jnp.clip(done / cfg.radius_ramp_steps, 0.0, 1.0)
-        return eps
+            return jnp.clip(done / cfg.radius_ramp_steps, 0.0, 1.0)
+        return jnp.asarray(1.0, jnp.float32)
+
+    def radius(self, info: BatchInfo) -> jax.Array:
+        """The scheduled radius at ``info.step`` (scalar): ``adv.epsilon`` times
+        :meth:`radius_scale`; ``inf`` when ``adv.unbounded``."""
+        if self.config.get("unbounded", False):
+            return jnp.asarray(math.inf, jnp.float32)
+        return jnp.asarray(self.config.epsilon, jnp.float32) * self.radius_scale(info)
+
+    def at_radius(self, directions: Delta, info: BatchInfo, radius) -> Delta:
+        """Each stream's ``[B, L, D]`` direction normalised in ``adv.norm``/``adv.scope``
+        and scaled to ``radius`` (scalar or ``[B]``), masked, without gradient."""
+        o, masks = self.opt, self.masks(info)
+        return {
+            k: jax.lax.stop_gradient(
+                geometry.broadcast(radius) * geometry.normalize(v, masks[k], o.norm, o.scope)
+            )
+            for k, v in directions.items()
+        }
 
     def rng_at(self, rng: jax.Array, index: int | jax.Array) -> jax.Array:
         """Dropout key of forward pass ``index`` of an update: the same key for all passes

@@ -164,7 +164,7 @@ def merge_params(
         )
     flat, treedef = jax.tree_util.tree_flatten_with_path(init)
     leaves = [
-        jnp.asarray(theirs[_name(path)], leaf.dtype) if _name(path) in theirs else leaf
+        jnp.asarray(theirs[name], leaf.dtype) if (name := _name(path)) in theirs else leaf
         for path, leaf in flat
     ]
     params = jax.tree_util.tree_unflatten(treedef, leaves)

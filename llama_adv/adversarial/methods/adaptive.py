@@ -53,13 +53,6 @@ class Adaptive(Method):
         """``{"radii": [num_examples] float32}``, all at ``adv.epsilon``."""
         return {"radii": jnp.full((num_examples,), self.config.epsilon, jnp.float32)}
 
-    def schedule_scale(self, info: BatchInfo) -> jax.Array:
-        """The radius schedule's factor at ``info.step`` (1 when constant)."""
-        eps = self.config.epsilon
-        if self.config.get("unbounded", False) or eps <= 0:
-            return jnp.asarray(1.0, jnp.float32)
-        return self.radius(info) / eps
-
     def survived(self, outputs: dict, info: BatchInfo) -> jax.Array:
         """``[B]`` bool: the prediction is (mostly) correct."""
         return self.task.correct(outputs, info.batch) >= 0.5
@@ -80,7 +73,7 @@ class Adaptive(Method):
         ids = info.batch["example_id"].astype(jnp.int32)
         warm = info.step < ac.warmup_steps
         radii = jnp.where(warm, self.config.epsilon, table[jnp.clip(ids, 0, num - 1)])
-        scale = self.schedule_scale(info)
+        scale = self.radius_scale(info)
         attack_radii = radii * scale
         grads, metrics, clean_out, adv_out = self.base.grads_at(
             objective, params, info, rng, attack_radii
@@ -90,13 +83,9 @@ class Adaptive(Method):
         survived_up = survived
         if ac.rule == "iaat":
             delta_up = self.base.attack(
-                objective,
-                params,
-                info,
-                jax.random.fold_in(rng, 1),
-                (radii + ac.gamma) * scale,
+                objective, params, info, jax.random.fold_in(rng, 1), (radii + ac.gamma) * scale,
                 clean_out,
-            )
+            )  # fmt: skip
             up_out = objective(params, delta_up, self.rng_at(rng, 0))[1]
             survived_up = survived & self.survived(up_out, info)
         new = self.new_radii(radii, clean_ok, survived, survived_up)

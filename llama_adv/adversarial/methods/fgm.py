@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import jax
 
-from llama_adv.adversarial import ascent, geometry
+from llama_adv.adversarial import ascent
 from llama_adv.adversarial.base import BatchInfo, Method
 
 
@@ -33,16 +33,7 @@ class FGM(Method):
     def attack(self, objective, params, info: BatchInfo, rng, radius, clean_out=None):
         """The FGM perturbation at ``radius`` (scalar or ``[B]``), without parameter grads."""
         inner = self.inner_loss(objective, params, info, clean_out, self.opt.inner)
-        return self._direction(ascent.grad(inner, info.zeros(), self.rng_at(rng, 0)), info, radius)
-
-    def _direction(self, g_delta, info: BatchInfo, radius):
-        o, masks = self.opt, self.masks(info)
-        return {
-            k: jax.lax.stop_gradient(
-                geometry.broadcast(radius) * geometry.normalize(g, masks[k], o.norm, o.scope)
-            )
-            for k, g in g_delta.items()
-        }
+        return self.at_radius(ascent.grad(inner, info.zeros(), self.rng_at(rng, 0)), info, radius)
 
     def grads_at(self, objective, params, info: BatchInfo, rng, radius):
         """Gradients and metrics at ``radius``; also the clean and perturbed outputs."""
@@ -60,7 +51,7 @@ class FGM(Method):
         if o.inner != "ce":  # the direction maximises a divergence instead of the loss
             delta = self.attack(objective, params, info, rng, radius, clean_out)
         else:
-            delta = self._direction(g_delta, info, radius)
+            delta = self.at_radius(g_delta, info, radius)
         # The clean term's gradient is already in hand (g_clean): no pullback, so the
         # clean outputs are held fixed in the combined loss below.
         clean_out = jax.lax.stop_gradient(clean_out)

@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from llama_adv.adversarial import geometry
 from llama_adv.adversarial.base import BatchInfo
 from llama_adv.adversarial.methods.vat import VAT, with_all_labeled
 
@@ -50,13 +49,7 @@ class FGMVAT(VAT):
         )(params, info.zeros())
         clean_out = jax.lax.stop_gradient(clean_out)  # its gradient is in g_clean
         radius = self.radius(info)
-        masks = self.masks(info)
-        r_adv = {
-            k: jax.lax.stop_gradient(
-                geometry.broadcast(radius) * geometry.normalize(g, masks[k], o.norm, o.scope)
-            )
-            for k, g in g_delta.items()
-        }
+        r_adv = self.at_radius(g_delta, info, radius)
         r_vadv = self.attack(objective, params, info, rng, radius, clean_out)
 
         def perturbed_loss(p):

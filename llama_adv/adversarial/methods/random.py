@@ -37,11 +37,11 @@ class RandomPerturbation(Method):
         masks, o = self.masks(info), self.opt
         keys = jax.random.split(jax.random.fold_in(rng, NOISE_STREAM), len(info.shapes))
         if o.init == "sphere":
-            radius = geometry.broadcast(self.radius(info))
-            return {
-                k: radius * geometry.normalize(jax.random.normal(key, s), masks[k], o.norm, o.scope)
+            directions = {
+                k: jax.random.normal(key, s)
                 for key, (k, s) in zip(keys, info.shapes.items(), strict=True)
             }
+            return self.at_radius(directions, info, self.radius(info))
         return {
             # norm_kind "linf" gives element-wise U(-sigma, sigma), R3F's uniform noise.
             k: geometry.init(key, s, masks[k], o.init, o.init_magnitude, norm_kind="linf")
