@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,52 @@ from llama_adv.errors import UserError
 INDEX_FILE = "index.json"
 # Statuses a run's entry can have.
 PENDING, RUNNING, DONE, FAILED, INTERRUPTED = "pending", "running", "done", "failed", "interrupted"
+
+
+def _boot_id() -> str:
+    with contextlib.suppress(OSError):
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return ""
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) of ``pid`` from ``/proc``, or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (command) "
+    return fields[0], fields[19]
+
+
+def process_identity(pid: int) -> dict[str, Any]:
+    """What an index entry records of a run's process, so that a reader can tell whether
+    that very process still runs: its ``pid``, the ``host`` and, on Linux, ``pid_start``
+    (boot id and start time: a later process that gets the same pid differs in it)."""
+    stat = _proc_stat(pid)
+    start = f"{_boot_id()}/{stat[1]}" if stat else None
+    return {"pid": pid, "host": socket.gethostname(), "pid_start": start}
+
+
+def process_alive(entry: dict[str, Any]) -> bool | None:
+    """Whether the process an entry records (see :func:`process_identity`) still runs:
+    None if the entry names no process or one on another host (which cannot be checked
+    from here); a zombie counts as ended."""
+    pid = entry.get("pid")
+    if not isinstance(pid, int) or entry.get("host") != socket.gethostname():
+        return None
+    stat = _proc_stat(pid)
+    if stat is not None:
+        state, start = stat
+        recorded = entry.get("pid_start")
+        return state not in ("Z", "X") and (not recorded or recorded == f"{_boot_id()}/{start}")
+    try:  # no /proc (not Linux): whether any process has that pid
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not Path("/proc/self").exists()  # /proc exists but lacks pid: it ended
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -29,8 +29,14 @@ from llama_adv.experiments.aggregate import (
     row_label,
     row_labels,
 )
-from llama_adv.experiments.index import DONE, INDEX_FILE, read_index
-from llama_adv.experiments.runner import FINISHED, plan_run
+from llama_adv.experiments.index import DONE, INDEX_FILE, RUNNING, read_index
+from llama_adv.experiments.runner import (
+    FINISHED,
+    is_running,
+    plan_run,
+    settle_stale,
+    sweep_active,
+)
 from llama_adv.experiments.spec import Experiment, Metric, expand, load_experiment
 
 MISSING = "n/a"  # a cell without any finished run
@@ -38,12 +44,16 @@ MISSING = "n/a"  # a cell without any finished run
 
 def load_records(exp: Experiment, runs_root: Path) -> tuple[list[RunRecord], dict[str, Any]]:
     """Every run of ``exp`` with its index entry and, if it finished with the experiment's
-    current config, its summary; also the index itself."""
+    current config, its summary; also the index itself. A "running" entry whose process
+    has ended (its sweep was killed) gets the state its workdir shows."""
     index = read_index(runs_root / INDEX_FILE)
+    active = sweep_active(runs_root)
     records = []
     for run in expand(exp):
         planned = plan_run(run, runs_root / run.id)
         entry = dict(index["runs"].get(run.id, {}))
+        if entry.get("status") == RUNNING and not is_running(entry, active):
+            entry = settle_stale(entry, planned)
         summary = None
         if planned.state == FINISHED:
             summary = json.loads((planned.workdir / "summary.json").read_text())

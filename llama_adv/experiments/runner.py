@@ -11,13 +11,21 @@ killed at any point and started again:
 
 A failed run is recorded in the index with its error and the sweep goes on. On CPU,
 ``parallel`` runs share the machine; with an accelerator runs go one after another.
+
+Runs end with their sweep: SIGINT, SIGTERM or SIGHUP to the sweep asks each to save a
+checkpoint and stop, and on Linux a run gets SIGINT (``PR_SET_PDEATHSIG``) when its sweep
+dies any other way, even by SIGKILL. The index records each running run's process; a reader
+that finds a "running" entry whose process has ended (a sweep killed before it could record
+the end) takes the run's state from its workdir instead (:func:`settle_stale`).
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import dataclasses
+import datetime
 import fcntl
 import fnmatch
 import json
@@ -40,18 +48,22 @@ from llama_adv.experiments.index import (
     INTERRUPTED,
     PENDING,
     RUNNING,
+    process_alive,
+    process_identity,
     read_index,
     write_index,
 )
 from llama_adv.experiments.spec import Experiment, RunSpec, expand, load_experiment
 
 LOG_FILE = "train.log"  # in each run's workdir: every attempt's stdout and stderr
+LOCK_FILE = ".sweep.lock"  # in runs/<name>/: held by a sweep and every run it started
 ATTEMPT_HEADER = "=== "  # starts the line the sweep writes before each attempt's output
 # What a run's workdir holds before the sweep starts it.
 NEW, RESUME, FINISHED, INVALID = "new", "resume", "finished", "invalid"
 # Seconds an interrupted run gets to save its checkpoint before it is killed.
 GRACE_SEC = 120.0
 POLL_SEC = 0.2
+LOCK_WAIT_SEC = 1.0  # a reader's probe of the lock (see sweep_active) holds it this briefly
 
 
 @dataclasses.dataclass
@@ -126,28 +138,49 @@ def shell_command(run: RunSpec, workdir: Path) -> str:
     return shlex.join(["llama-adv", *_train_args(run, workdir)])
 
 
-def error_from_log(log: Path, returncode: int) -> str:
-    """One line saying why a run failed: its ``llama-adv: error:`` line, else the last
-    line of output (a traceback's exception), else the exit status."""
+def _last_attempt_lines(log: Path) -> list[str]:
     try:
         lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         lines = []
     # Only this attempt's output: the log holds every attempt, each after a header line.
     starts = [i for i, ln in enumerate(lines) if ln.startswith(ATTEMPT_HEADER)]
-    lines = lines[starts[-1] + 1 :] if starts else lines
+    return lines[starts[-1] + 1 :] if starts else lines
+
+
+def _error_line(lines: list[str]) -> str | None:
     prefix = "llama-adv: error: "
     for line in reversed(lines[-200:]):
         if line.startswith(prefix):
             return line[len(prefix) :]
+    return None
+
+
+def error_from_log(log: Path, returncode: int) -> str:
+    """One line saying why a run failed: its ``llama-adv: error:`` line, else the last
+    line of output (a traceback's exception), else the exit status."""
+    lines = _last_attempt_lines(log)
+    error = _error_line(lines)
+    if error is not None:
+        return error
     if returncode < 0:
         return f"killed by signal {-returncode}"
     last = lines[-1] if lines else "no output"
     return f"{last} (exit status {returncode})"
 
 
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+
+
 def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return time.strftime(_TIME_FORMAT)
+
+
+def _epoch(text: Any) -> float | None:
+    try:
+        return datetime.datetime.strptime(text, _TIME_FORMAT).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 @contextlib.contextmanager
@@ -155,40 +188,138 @@ def _lock(root: Path) -> Iterator[int]:
     """One sweep per experiment folder at a time: two would train in the same workdirs.
 
     Yields the lock's file descriptor. Runs inherit it, so a sweep killed outright keeps
-    the folder locked until its last run (which goes on to the end) has exited; the kernel
-    drops an ``flock`` with the last descriptor, so no lock outlives its processes.
+    the folder locked until its last run has exited (on Linux runs stop with their sweep);
+    the kernel drops an ``flock`` with the last descriptor, so no lock outlives its
+    processes. A reader's probe (:func:`sweep_active`) may hold it for an instant, so a
+    new sweep tries for up to ``LOCK_WAIT_SEC``.
     """
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".sweep.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(
-                f"Another sweep (or a run of a killed one) is running in {root}; wait for it "
-                "to end."
-            ) from None
+    with open(root / LOCK_FILE, "w") as handle:
+        deadline = time.monotonic() + LOCK_WAIT_SEC
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise UserError(
+                        f"Another sweep (or a run of a killed one) is running in {root}; wait "
+                        "for it to end."
+                    ) from None
+                time.sleep(0.05)
         try:
             yield handle.fileno()
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def sweep_active(root: Path) -> bool | None:
+    """Whether a sweep, or a run one started, holds ``root``'s lock: False means no
+    process of any sweep is running there, so no run can be running; None if it cannot be
+    told (no lock file, or one that cannot be opened)."""
+    try:
+        fd = os.open(root / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def is_running(entry: dict[str, Any], active: bool | None) -> bool:
+    """Whether an index entry's run is really running (``active``: see
+    :func:`sweep_active`). An entry whose process cannot be checked (another host, an
+    index from before processes were recorded) is believed while the folder is locked."""
+    if entry.get("status") != RUNNING or active is False:
+        return False
+    alive = process_alive(entry)
+    return True if alive is None else alive
+
+
+def settle_stale(entry: dict[str, Any], p: Planned) -> dict[str, Any]:
+    """A "running" entry whose process ended unseen (its sweep was killed first), with
+    the state its workdir shows: done (a summary), failed (an invalid workdir) or
+    interrupted; its wall time counts up to the last write of its log or summary."""
+    entry = dict(entry)
+    writes = []
+    for name in (LOG_FILE, "summary.json"):
+        with contextlib.suppress(OSError):
+            writes.append((p.workdir / name).stat().st_mtime)
+    ended, started = max(writes, default=None), _epoch(entry.get("started"))
+    if p.state == FINISHED:
+        status, error = DONE, None
+    elif p.state == INVALID:
+        status, error = FAILED, p.error
+    else:
+        status = INTERRUPTED
+        why = _error_line(_last_attempt_lines(p.workdir / LOG_FILE))
+        error = "Its sweep stopped before it, so its exit was not recorded" + (
+            f"; it said: {why}" if why else "; run the sweep again to resume it."
+        )
+    note = "the run's end was not seen by its sweep; status read from its workdir"
+    entry.update(status=status, error=error, returncode=None, note=note)
+    if ended is not None:
+        entry["finished"] = time.strftime(_TIME_FORMAT, time.localtime(ended))
+        if started is not None:
+            seconds = max(0.0, ended - started)
+            entry["last_wall_time_sec"] = round(seconds, 1)
+            entry["wall_time_sec"] = round((entry.get("wall_time_sec") or 0.0) + seconds, 1)
+    return entry
+
+
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler stopping the sweep) takes the Ctrl-C path: runs save and stop."""
+def _signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler stopping the sweep) and SIGHUP (its terminal closing) take the
+    Ctrl-C path: runs save and stop."""
 
     def handler(signum, frame):
         raise KeyboardInterrupt
 
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            previous[signum] = signal.signal(signum, handler)
     except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
+        pass
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_sweep(signum: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child get ``signum`` when the sweep dies, however it
+    dies (Linux ``PR_SET_PDEATHSIG``), and SIGINT at its default (so that Python turns
+    it into KeyboardInterrupt even when the sweep was started with SIGINT ignored, as
+    ``cmd &`` in a script does). None where ``prctl`` does not exist."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before any fork
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    args = (ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(signum), *[ctypes.c_ulong(0)] * 3)
+
+    def preexec() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        prctl(*args)
+        if os.getppid() != parent:  # the sweep died before prctl: do not start
+            os._exit(1)
+
+    return preexec
 
 
 class Sweep:
@@ -201,14 +332,19 @@ class Sweep:
         self.entries: dict[str, dict[str, Any]] = {}
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        # Progress only: a closed terminal (SIGHUP) must not stop the bookkeeping.
+        with contextlib.suppress(OSError, ValueError):
+            print(text, file=self.out, flush=True)
 
     def load(self, planned: list[Planned], selected: set[str]) -> None:
         """Index entries for every run of the experiment, merged with the previous index:
-        what the workdirs show wins over what the index says."""
+        what the workdirs show wins over what the index says. Called with the lock held,
+        which every run of an earlier sweep held too: no run of the old index is running."""
         old = read_index(self.index_path)["runs"]
         for p in planned:
             entry = dict(old.get(p.run.id, {}))
+            if entry.get("status") == RUNNING:
+                entry = settle_stale(entry, p)
             entry.update(
                 id=p.run.id, levels=dict(p.run.levels), seed=p.run.seed, config=p.run.config,
                 overrides=list(p.run.overrides), workdir=p.run.id,
@@ -218,8 +354,8 @@ class Sweep:
             entry.setdefault("wall_time_sec", None)
             if p.state == FINISHED:
                 entry.update(status=DONE, error=None)
-            # Runs this sweep will start, and entries the workdir contradicts (a "running"
-            # run of a sweep that died, a "done" run whose summary is gone).
+            # Runs this sweep will start, and entries the workdir contradicts (a "done" run
+            # whose summary is gone).
             elif p.run.id in selected or entry.get("status") in (None, DONE, RUNNING):
                 status = {INVALID: FAILED, RESUME: INTERRUPTED}.get(p.state, PENDING)
                 entry.update(status=status, error=p.error)
@@ -237,12 +373,14 @@ class Sweep:
         }
         write_index(self.index_path, index)
 
-    def started(self, p: Planned) -> None:
+    def started(self, p: Planned, pid: int) -> None:
         entry = self.entries[p.run.id]
+        entry.pop("note", None)
         entry.update(
             status=RUNNING, started=_now(), finished=None, error=None, returncode=None,
             attempts=entry["attempts"] + 1, commit=provenance.git_commit(),
             machine=provenance.machine()["summary"], log=f"{p.run.id}/{LOG_FILE}",
+            sweep_pid=os.getpid(), **process_identity(pid),
         )  # fmt: skip
         self.save()
 
@@ -286,7 +424,8 @@ def prepare_data(planned: list[Planned], root: Path, say: Callable[[str], None])
         command = [sys.executable, "-m", "llama_adv.experiments.prepare", "--config",
                    p.run.config, *(f"--config.{o}" for o in p.run.overrides)]  # fmt: skip
         with open(root / "prepare.log", "a") as log:
-            result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+            result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+                                    preexec_fn=die_with_sweep(signal.SIGTERM))  # fmt: skip
         if result.returncode:  # the runs will fail with their own message; go on
             say(f"  data preparation failed (see {root / 'prepare.log'}); runs will report it")
 
@@ -314,7 +453,7 @@ def run_sweep(
 
     Returns:
       Counts by outcome: ``done`` (finished now), ``skipped`` (finished before),
-      ``failed``, ``planned`` (dry run).
+      ``failed``; for a dry run ``planned`` and ``running`` (by another sweep) too.
 
     Raises:
       UserError: a bad experiment file, another sweep holding the folder, Ctrl-C (runs
@@ -336,20 +475,31 @@ def run_sweep(
         parallel = 1
 
     if dry_run:
+        # Runs another sweep is running now (a "running" entry whose process has ended is
+        # shown by its workdir, like every other run).
+        entries, active = read_index(root / INDEX_FILE)["runs"], sweep_active(root)
+        running = {p.run.id for p in todo if is_running(entries.get(p.run.id, {}), active)}
+        todo = [p for p in todo if p.run.id not in running]
         for p in planned:
-            if p.run.id in selected:
+            if p.run.id in running:
+                e = entries[p.run.id]
+                print(f"running  {p.run.id}", file=out)
+                print(f"         by another sweep since {e.get('started')} (pid {e.get('pid')} "
+                      f"on {e.get('host')})", file=out)  # fmt: skip
+            elif p.run.id in selected:
                 what = {NEW: "run", RESUME: "resume", FINISHED: "skip", INVALID: "invalid"}
                 print(f"{what[p.state]:8s} {p.run.id}", file=out)
                 print(f"         {p.error or shell_command(p.run, p.workdir)}", file=out)
         print(
-            f"{exp.name}: {len(todo)} to run, {len(skipped)} finished, {len(invalid)} invalid; "
-            f"runs in {root}, {parallel} at a time",
+            f"{exp.name}: {len(todo)} to run, {len(running)} running, {len(skipped)} finished, "
+            f"{len(invalid)} invalid; runs in {root}, {parallel} at a time",
             file=out,
         )
-        return {"planned": len(todo), "skipped": len(skipped), "failed": len(invalid)}
+        return {"planned": len(todo), "running": len(running), "skipped": len(skipped),
+                "failed": len(invalid)}  # fmt: skip
 
     sweep = Sweep(exp, root, command, out)
-    with _lock(root) as sweep.lock_fd, _sigterm_as_interrupt():
+    with _lock(root) as sweep.lock_fd, _signals_as_interrupt():
         sweep.load(planned, selected)
         sweep.save()
         for p in invalid:
@@ -381,6 +531,7 @@ def _execute(sweep: Sweep, todo: list[Planned], parallel: int) -> dict[str, int]
     active: dict[subprocess.Popen, tuple[Planned, float, TextIO]] = {}
     counts = {"done": 0, "failed": 0}
     total, number = len(todo), 0
+    preexec = die_with_sweep(signal.SIGINT)  # a run saves a checkpoint, as on Ctrl-C
     try:
         while queue or active:
             while queue and len(active) < parallel:
@@ -396,9 +547,10 @@ def _execute(sweep: Sweep, todo: list[Planned], parallel: int) -> dict[str, int]
                     train_command(p.run, p.workdir), stdout=log, stderr=subprocess.STDOUT,
                     env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
                     pass_fds=(sweep.lock_fd,) if sweep.lock_fd is not None else (),
+                    preexec_fn=preexec,
                 )  # fmt: skip
                 active[proc] = (p, time.time(), log)
-                sweep.started(p)
+                sweep.started(p, proc.pid)
                 verb = "resuming" if p.state == RESUME else "started"
                 sweep.say(f"[{number}/{total}] {verb} {p.run.id}")
             for proc in [q for q in active if q.poll() is not None]:
@@ -416,15 +568,19 @@ def _execute(sweep: Sweep, todo: list[Planned], parallel: int) -> dict[str, int]
             f"Sweep interrupted; {len(active)} running run(s) saved a checkpoint. Run the same "
             "command again to resume."
         ) from None
+    except BaseException:  # the sweep fails (a full disk?): stop and record runs first
+        with contextlib.suppress(Exception):
+            _interrupt(sweep, active)
+        raise
     return counts
 
 
 def _interrupt(sweep: Sweep, active: dict) -> None:
     """Asks every running run to stop (SIGINT: it saves a checkpoint), waits, records."""
-    sweep.say("interrupting: running runs save a checkpoint and stop ...")
     for proc in active:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGINT)
+    sweep.say("interrupting: running runs save a checkpoint and stop ...")
     deadline = time.time() + GRACE_SEC
     for proc, (p, start, log) in active.items():
         try:

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -15,7 +16,8 @@ from _sweep_helpers import QUICKSTART
 
 from llama_adv.errors import UserError
 from llama_adv.experiments import runner
-from llama_adv.experiments.index import read_index
+from llama_adv.experiments.index import process_alive, process_identity, read_index, write_index
+from llama_adv.experiments.report import load_records
 from llama_adv.experiments.runner import FINISHED, INVALID, NEW, RESUME, plan_run, run_sweep
 from llama_adv.experiments.spec import expand, load_experiment
 
@@ -114,7 +116,8 @@ def test_failures_are_recorded_and_the_rest_runs_then_finished_runs_are_skipped(
 def test_dry_run_and_only(write_experiment, tmp_path, fake_train):
     spec, runs_dir, out = write_experiment(EXPERIMENT), tmp_path / "runs", io.StringIO()
     counts = run_sweep(spec, runs_dir=runs_dir, dry_run=True, only="method=*m*", out=out)
-    assert counts == {"planned": 1, "skipped": 0, "failed": 0}  # fgm only ("*m*" is a glob)
+    # fgm only ("*m*" is a glob)
+    assert counts == {"planned": 1, "running": 0, "skipped": 0, "failed": 0}
     assert out.getvalue().startswith("run      method=fgm,seed=0\n")
     assert not runs_dir.exists()  # a dry run writes nothing
     assert run_sweep(spec, runs_dir=runs_dir, only="none", out=out) == {
@@ -225,3 +228,124 @@ def test_prepare_module_loads_the_splits(capsys):
     assert prepare.main(["--config", f"{QUICKSTART}:tiny", "--config.data.num_train=32"]) == 0
     assert "synthetic_sentiment[train]: 32 examples" in capsys.readouterr().out
     assert prepare.main(["--config", f"{QUICKSTART}:tiny", "--config.data.nope=1"]) == 2
+
+
+# `llama-adv sweep` in its own process, with FAKE_TRAIN (argv[1]) standing in for training.
+SWEEP_PROCESS = """
+import sys
+from llama_adv.cli import main
+from llama_adv.experiments import runner
+
+fake = sys.argv[1]
+runner.train_command = lambda run, workdir: [sys.executable, fake, str(workdir), run.config,
+                                             *run.overrides]
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _wait_for(condition, seconds=60.0):
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP],
+                         ids=["SIGKILL", "SIGTERM", "SIGHUP"])  # fmt: skip
+def test_a_run_stops_with_its_killed_sweep_and_no_reader_calls_it_running(
+    signum, write_experiment, tmp_path, fake_train
+):
+    """SIGTERM and SIGHUP: the sweep has its run save a checkpoint and records it. SIGKILL:
+    the run gets SIGINT from the kernel (PR_SET_PDEATHSIG) and saves; the index still says
+    "running", which readers see through (its process is gone), and the next sweep fixes."""
+    if signum == signal.SIGKILL and not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux's")
+    spec = write_experiment(EXPERIMENT) + ":slow"
+    runs_dir, driver = tmp_path / "runs", tmp_path / "sweep_process.py"
+    driver.write_text(SWEEP_PROCESS)
+    root = runs_dir / "exp-slow"
+    slow = "method=slow,seed=0"
+    sweep = subprocess.Popen(
+        [sys.executable, str(driver), str(tmp_path / "fake_train.py"), "sweep", spec,
+         "--runs-dir", str(runs_dir), "--only", "slow"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_for(lambda: (root / slow / "started").exists())
+        entry = read_index(root / "index.json")["runs"][slow]
+        assert entry["status"] == "running" and process_alive(entry)
+    finally:
+        sweep.send_signal(signum)
+        assert sweep.wait(timeout=60) == (-9 if signum == signal.SIGKILL else 2)
+    # The run got SIGINT: it saved a checkpoint and stopped.
+    _wait_for(lambda: not process_alive(entry), seconds=30)
+    assert (root / slow / "checkpoints" / "3").is_dir()
+    left = read_index(root / "index.json")["runs"][slow]
+    assert left["status"] == ("running" if signum == signal.SIGKILL else "interrupted")
+
+    out = io.StringIO()  # a dry run shows it by its workdir: interrupted, to resume
+    counts = run_sweep(spec, runs_dir=runs_dir, dry_run=True, only="slow", out=out)
+    assert counts == {"planned": 1, "running": 0, "skipped": 0, "failed": 0}
+    assert out.getvalue().startswith(f"resume   {slow}\n")
+    records, _ = load_records(load_experiment(spec), root)  # what `llama-adv table` reads
+    settled = {r.run.id: r.entry for r in records}[slow]
+    assert settled["status"] == "interrupted" and settled["wall_time_sec"] > 0
+    assert settled["error"].endswith("Interrupted at step 3; checkpoint saved.")
+    if signum != signal.SIGKILL:
+        assert settled["returncode"] == 2 and "note" not in settled
+        return
+    assert settled["returncode"] is None and "its exit was not recorded" in settled["error"]
+
+    # The next sweep (of another run) writes the settled entry into the index.
+    run_sweep(spec, runs_dir=runs_dir, only="none", out=io.StringIO())
+    entry = read_index(root / "index.json")["runs"][slow]
+    assert entry["status"] == "interrupted" and entry["wall_time_sec"] > 0
+    assert "its exit was not recorded" in entry["error"] and entry["note"]
+
+
+def test_readers_check_the_process_of_a_running_entry(write_experiment, tmp_path):
+    """An index left by a killed sweep whose runs went on (no PR_SET_PDEATHSIG, say): a run
+    is "running" while its process lives; then it is what its workdir shows."""
+    from llama_adv.config import load_config, to_json
+
+    spec = write_experiment(EXPERIMENT)
+    exp, root = load_experiment(spec), tmp_path / "runs" / "exp"
+    none, fgm, bogus = (r for r in expand(exp)[:3])
+    for run in (none, fgm):
+        (root / run.id).mkdir(parents=True)
+        config = to_json(load_config(run.config, run.overrides))
+        (root / run.id / "config.json").write_text(config)
+    (root / none.id / "summary.json").write_text(json.dumps({"eval": {"accuracy": 0.5}}))
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    alive = {"status": "running", "started": runner._now(), **process_identity(sleeper.pid)}
+    reused = {**alive, "pid_start": "another boot/1"}  # the pid now names another process
+    write_index(root / "index.json", {"runs": {none.id: alive, fgm.id: alive, bogus.id: reused}})
+
+    def dry_run():
+        out = io.StringIO()
+        counts = run_sweep(spec, runs_dir=tmp_path / "runs", dry_run=True, out=out)
+        return counts, out.getvalue()
+
+    def statuses():
+        return {r.run.id: r.entry["status"] for r in load_records(exp, root)[0]}
+
+    try:
+        counts, text = dry_run()
+        assert counts["running"] == 1  # fgm; none has finished, bogus's process is gone
+        assert f"running  {fgm.id}\n         by another sweep since " in text
+        assert statuses()[fgm.id] == "running" and statuses()[bogus.id] == "interrupted"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    counts, text = dry_run()
+    assert counts["running"] == 0 and f"run      {fgm.id}\n" in text
+    assert statuses() == {none.id: "done", fgm.id: "interrupted", bogus.id: "interrupted",
+                          "method=crash,seed=0": "missing",
+                          "method=badtype,seed=0": "missing"}  # fmt: skip
+
+    # An entry without a process (an older index) is believed only while the folder is
+    # locked: with its lock free, no process of any sweep runs there.
+    write_index(root / "index.json", {"runs": {fgm.id: {"status": "running"}}})
+    with runner._lock(root):
+        assert statuses()[fgm.id] == "running"
+    assert statuses()[fgm.id] == "interrupted"
