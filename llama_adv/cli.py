@@ -83,10 +83,13 @@ def _command_line(name: str, args: argparse.Namespace, keys: tuple[str, ...]) ->
     parts = [f"llama-adv {name} {args.experiment}"]
     for key in keys:
         value = getattr(args, key)
+        flag = f"--{key.replace('_', '-')}"
         if value is True:
-            parts.append(f"--{key.replace('_', '-')}")
+            parts.append(flag)
+        elif isinstance(value, list):  # a repeated flag (--only A --only B)
+            parts += [f"{flag} {shlex.quote(str(v))}" for v in value]
         elif value not in (None, False):
-            parts.append(f"--{key.replace('_', '-')} {shlex.quote(str(value))}")
+            parts.append(f"{flag} {shlex.quote(str(value))}")
     return " ".join(parts)
 
 
@@ -150,7 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--runs-dir", default="runs", help="runs go to RUNS_DIR/<name>/<run id>")
     sweep.add_argument("--parallel", type=int, default=1, help="runs at once on CPU")
     sweep.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    sweep.add_argument("--only", help="run ids matching a glob, or containing the text")
+    sweep.add_argument(
+        "--only", action="append", metavar="PATTERN",
+        help="run ids matching a glob, or containing the text; repeat for several",
+    )  # fmt: skip
     sweep.set_defaults(run=_sweep)
 
     table = commands.add_parser("table", help="tables, plots and manifest of an experiment")

@@ -35,7 +35,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -78,19 +78,29 @@ class Planned:
     config: dict[str, Any] | None = None  # the resolved config (None if it does not load)
 
 
-def select(runs: list[RunSpec], pattern: str | None) -> list[RunSpec]:
-    """The runs whose id matches ``pattern``: a glob (``*method=fgm*``) if it has ``*?[``,
-    else a substring (``method=fgm``); every run if ``pattern`` is empty."""
-    if not pattern:
-        return runs
+def _matches(run_id: str, pattern: str) -> bool:
     if any(c in pattern for c in "*?["):
-        chosen = [r for r in runs if fnmatch.fnmatchcase(r.id, pattern)]
-    else:
-        chosen = [r for r in runs if pattern in r.id]
-    if not chosen:
-        examples = ", ".join(r.id for r in runs[:3])
-        raise UserError(f"--only {pattern!r} matches no run; run ids look like: {examples}.")
-    return chosen
+        return fnmatch.fnmatchcase(run_id, pattern)
+    return pattern in run_id
+
+
+def select(runs: list[RunSpec], patterns: str | Sequence[str] | None) -> list[RunSpec]:
+    """The runs whose id matches any of ``patterns`` (in the experiment's order), each a
+    glob (``*method=fgm*``) if it has ``*?[``, else a substring (``method=fgm``); every run
+    if there is no pattern.
+
+    Raises:
+      UserError: a pattern that matches no run (a typo would otherwise go unnoticed).
+    """
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns or ())
+    patterns = [p for p in patterns if p]
+    if not patterns:
+        return runs
+    for pattern in patterns:
+        if not any(_matches(r.id, pattern) for r in runs):
+            examples = ", ".join(r.id for r in runs[:3])
+            raise UserError(f"--only {pattern!r} matches no run; run ids look like: {examples}.")
+    return [r for r in runs if any(_matches(r.id, p) for p in patterns)]
 
 
 def plan_run(run: RunSpec, workdir: Path) -> Planned:
@@ -436,7 +446,7 @@ def run_sweep(
     runs_dir: str | Path = "runs",
     parallel: int = 1,
     dry_run: bool = False,
-    only: str | None = None,
+    only: str | Sequence[str] | None = None,
     command: str = "",
     out: TextIO | None = None,
 ) -> dict[str, int]:
@@ -447,7 +457,7 @@ def run_sweep(
       runs_dir: runs go to ``<runs_dir>/<experiment name>/<run id>``.
       parallel: runs at the same time on CPU (1 with an accelerator).
       dry_run: print the plan (each run's state and command) and change nothing.
-      only: run only the runs whose id matches (see :func:`select`).
+      only: run only the runs whose id matches one of these patterns (see :func:`select`).
       command: the command line, recorded in the index.
       out: where progress lines go (default stdout).
 

@@ -120,6 +120,15 @@ def test_dry_run_and_only(write_experiment, tmp_path, fake_train):
     assert counts == {"planned": 1, "running": 0, "skipped": 0, "failed": 0}
     assert out.getvalue().startswith("run      method=fgm,seed=0\n")
     assert not runs_dir.exists()  # a dry run writes nothing
+    # Several patterns: the runs matching any, in the experiment's order.
+    out = io.StringIO()
+    assert run_sweep(spec, runs_dir=runs_dir, dry_run=True, only=["crash", "*=none,*"],
+                     out=out)["planned"] == 2  # fmt: skip
+    assert [ln.split()[1] for ln in out.getvalue().splitlines()[:-1:2]] == [
+        "method=none,seed=0", "method=crash,seed=0"
+    ]  # fmt: skip
+    with pytest.raises(UserError, match="--only 'fmg' matches no run"):
+        run_sweep(spec, runs_dir=runs_dir, dry_run=True, only=["fgm", "fmg"], out=out)
     assert run_sweep(spec, runs_dir=runs_dir, only="none", out=out) == {
         "done": 1, "skipped": 0, "failed": 0
     }  # fmt: skip
