@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from llama_adv.errors import UserError
 from llama_adv.experiments import provenance
 from llama_adv.experiments.aggregate import (
     Cells,
@@ -32,7 +33,9 @@ from llama_adv.experiments.aggregate import (
 from llama_adv.experiments.index import DONE, INDEX_FILE, RUNNING, read_index
 from llama_adv.experiments.runner import (
     FINISHED,
+    check_folder,
     is_running,
+    make_folder,
     plan_run,
     settle_stale,
     sweep_active,
@@ -299,21 +302,35 @@ def write_report(
       The folder written, ``<out>/<name>``.
 
     Raises:
-      UserError: a bad experiment file or index.
+      UserError: a bad experiment file or index, no runs in ``runs_dir``, or a folder that
+        cannot be written.
     """
     from llama_adv.experiments.plots import write_plots
 
+    check_folder(Path(runs_dir), "--runs-dir")
+    check_folder(Path(out), "--out")
     exp = load_experiment(spec)
     runs_root = Path(runs_dir) / exp.name
+    check_folder(runs_root, "--runs-dir")
+    if not runs_root.is_dir():
+        # Not an empty table over the results a clone brings: most likely a wrong folder.
+        raise UserError(
+            f"No runs of {exp.name} in {runs_root}; run `llama-adv sweep {spec}` first, or "
+            "give --runs-dir the folder that holds them."
+        )
     records, index = load_records(exp, runs_root)
     report = Report(exp, records, index, runs_root, command or f"llama-adv table {spec}")
     folder = Path(out) / exp.name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "table.md").write_text(report.markdown())
-    (folder / "table.csv").write_text(report.csv())
-    (folder / "table.tex").write_text(report.latex())
-    pngs = write_plots(exp, report.cells, folder)
-    outputs = ["table.md", "table.csv", "table.tex", *pngs, "manifest.json"]
-    manifest = report.manifest(outputs)
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    make_folder(folder, "--out")
+    try:
+        (folder / "table.md").write_text(report.markdown())
+        (folder / "table.csv").write_text(report.csv())
+        (folder / "table.tex").write_text(report.latex())
+        pngs = write_plots(exp, report.cells, folder)
+        outputs = ["table.md", "table.csv", "table.tex", *pngs, "manifest.json"]
+        manifest = report.manifest(outputs)
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    except OSError as error:  # a read-only folder, a full disk
+        where = error.filename or folder
+        raise UserError(f"--out: cannot write {where} ({error.strerror}).") from None
     return folder

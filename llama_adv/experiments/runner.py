@@ -53,7 +53,14 @@ from llama_adv.experiments.index import (
     read_index,
     write_index,
 )
-from llama_adv.experiments.spec import Experiment, RunSpec, expand, load_experiment
+from llama_adv.experiments.spec import (
+    Experiment,
+    RunSpec,
+    VariantError,
+    expand,
+    load_experiment,
+    variant_error,
+)
 
 LOG_FILE = "train.log"  # in each run's workdir: every attempt's stdout and stderr
 LOCK_FILE = ".sweep.lock"  # in runs/<name>/: held by a sweep and every run it started
@@ -103,13 +110,29 @@ def select(runs: list[RunSpec], patterns: str | Sequence[str] | None) -> list[Ru
     return [r for r in runs if any(_matches(r.id, p) for p in patterns)]
 
 
-def plan_run(run: RunSpec, workdir: Path) -> Planned:
-    """Resolves ``run``'s config (a bad value makes it invalid, not the sweep) and
-    compares it with what ``workdir`` holds."""
+def resolve(config: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The resolved config of ``config`` (``configs/x.py[:variant]``) with ``overrides``,
+    as JSON data.
+
+    Raises:
+      UserError: a bad override, or a variant the config file rejects or cannot use.
+    """
     from llama_adv.config import load_config, to_json
 
     try:
-        resolved = json.loads(to_json(load_config(run.config, run.overrides)))
+        return json.loads(to_json(load_config(config, overrides)))
+    except (TypeError, ValueError) as error:  # the config file could not use its variant
+        file, _, variant = config.partition(":")
+        if not variant:
+            raise
+        raise variant_error(f"config {file}", variant, error) from None
+
+
+def plan_run(run: RunSpec, workdir: Path) -> Planned:
+    """Resolves ``run``'s config (a bad value makes it invalid, not the sweep) and
+    compares it with what ``workdir`` holds."""
+    try:
+        resolved = resolve(run.config, run.overrides)
     except UserError as error:
         return Planned(run, workdir, INVALID, str(error))
     existing = workdir / "config.json"
@@ -131,6 +154,18 @@ def plan_run(run: RunSpec, workdir: Path) -> Planned:
         if any((workdir / "checkpoints").glob("*")):
             return Planned(run, workdir, RESUME, config=resolved)
     return Planned(run, workdir, NEW, config=resolved)
+
+
+def check_configs(exp: Experiment, runs: list[RunSpec]) -> None:
+    """Loads each config file (with its variant) the runs use once, before any run: a
+    base config that cannot load is the experiment's error, not one per run."""
+    for spec in dict.fromkeys(r.config for r in runs):
+        try:
+            resolve(spec)
+        except VariantError as error:
+            raise UserError(f"{exp.path}: {error}") from None
+        except UserError as error:
+            raise UserError(f"{exp.path}: config {spec}: {error}") from None
 
 
 def _train_args(run: RunSpec, workdir: Path) -> list[str]:
@@ -193,6 +228,23 @@ def _epoch(text: Any) -> float | None:
         return None
 
 
+def make_folder(path: Path, what: str) -> None:
+    """Creates folder ``path`` (and its parents) or raises UserError saying why not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"{what}: {path} is a file, not a folder.") from None
+    except OSError as error:
+        raise UserError(f"{what}: cannot create folder {path} ({error.strerror}).") from None
+
+
+def check_folder(path: Path, what: str) -> None:
+    """Raises UserError if ``path`` or one of its parents exists and is not a folder."""
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            raise UserError(f"{what}: {part} is a file, not a folder.")
+
+
 @contextlib.contextmanager
 def _lock(root: Path) -> Iterator[int]:
     """One sweep per experiment folder at a time: two would train in the same workdirs.
@@ -203,7 +255,7 @@ def _lock(root: Path) -> Iterator[int]:
     processes. A reader's probe (:func:`sweep_active`) may hold it for an instant, so a
     new sweep tries for up to ``LOCK_WAIT_SEC``.
     """
-    root.mkdir(parents=True, exist_ok=True)
+    make_folder(root, "--runs-dir")
     with open(root / LOCK_FILE, "w") as handle:
         deadline = time.monotonic() + LOCK_WAIT_SEC
         while True:
@@ -466,19 +518,22 @@ def run_sweep(
       ``failed``; for a dry run ``planned`` and ``running`` (by another sweep) too.
 
     Raises:
-      UserError: a bad experiment file, another sweep holding the folder, Ctrl-C (runs
-        save a checkpoint first), or runs that failed (after all others ran).
+      UserError: a bad experiment file or argument, another sweep holding the folder,
+        Ctrl-C (runs save a checkpoint first), or runs that failed (after all others ran).
     """
     out = out or sys.stdout
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+        raise UserError(f"--parallel must be a whole number of at least 1, got {parallel!r}.")
+    check_folder(Path(runs_dir), "--runs-dir")
     exp = load_experiment(spec)
     runs = expand(exp)
     selected = {r.id for r in select(runs, only)}
+    check_configs(exp, runs)
     root = Path(runs_dir) / exp.name
     planned = [plan_run(r, root / r.id) for r in runs]
     todo = [p for p in planned if p.run.id in selected and p.state in (NEW, RESUME)]
     invalid = [p for p in planned if p.run.id in selected and p.state == INVALID]
     skipped = [p for p in planned if p.run.id in selected and p.state == FINISHED]
-    parallel = max(1, parallel)
     gpus = provenance.accelerators()
     if parallel > 1 and gpus:
         print(f"{gpus[0]} found: runs go one after another.", file=out)

@@ -390,6 +390,16 @@ def validate(exp: Experiment) -> None:
             known_metric(y, f"plot {p.name!r}")
 
 
+class VariantError(UserError):
+    """A ``:variant`` that its experiment or config file could not use."""
+
+
+def variant_error(where: str, variant: str, error: Exception) -> VariantError:
+    """A one-line error for a ``:variant`` its file could not use (``int("abc")``)."""
+    return VariantError(f"{where}: variant {variant!r} is not valid ({type(error).__name__}: "
+                        f"{error}).")  # fmt: skip
+
+
 def experiment_name(path: Path, arg: str | None) -> str:
     """``<file stem>`` or ``<file stem>-<arg>`` (a variant gets its own runs and results)."""
     return path.stem + (f"-{_UNSAFE.sub('-', arg)}" if arg else "")
@@ -400,10 +410,13 @@ def load_experiment(spec: str) -> Experiment:
     ``name`` and ``path`` and validates the result.
 
     Raises:
-      UserError: a missing file, no ``get_experiment``, or an invalid experiment.
+      UserError: a missing file, no ``get_experiment``, a variant it cannot use or
+        ignores, or an invalid experiment.
     """
     file, _, arg = spec.partition(":")
     path = Path(file)
+    if path.is_dir():
+        raise UserError(f"Experiment file {path} is a folder; give experiments/<name>.py.")
     if not path.is_file():
         raise UserError(f"Experiment file {path} does not exist.")
     if path.suffix != ".py":
@@ -416,9 +429,28 @@ def load_experiment(spec: str) -> Experiment:
         raise UserError(f"{path}:{error.lineno}: syntax error: {error.msg}.") from None
     if not hasattr(module, "get_experiment"):
         raise UserError(f"Experiment file {path} does not define get_experiment(arg=None).")
-    exp = module.get_experiment(arg) if arg else module.get_experiment()
+    if not arg:
+        exp = module.get_experiment()
+    else:
+        try:
+            exp = module.get_experiment(arg)
+        except (TypeError, ValueError) as error:
+            raise variant_error(str(path), arg, error) from None
     if not isinstance(exp, Experiment):
         raise UserError(f"{path}: get_experiment must return llama_adv.experiments.Experiment.")
+    if arg and _same_without(module, exp):
+        # It would run the default experiment again under another name (runs/<name>-<arg>).
+        raise UserError(
+            f"{path}: get_experiment ignores the variant {arg!r} (it returns the same "
+            f"experiment without it); leave out ':{arg}'."
+        )
     exp = dataclasses.replace(exp, name=exp.name or experiment_name(path, arg), path=str(path))
     validate(exp)
     return exp
+
+
+def _same_without(module: Any, exp: Experiment) -> bool:
+    try:
+        return module.get_experiment() == exp
+    except Exception:  # needs its argument: it does not ignore it
+        return False
