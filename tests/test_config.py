@@ -75,7 +75,9 @@ def test_json_round_trip_reproduces_config(repo, tmp_path):
 
 def test_json_with_unknown_key_is_an_error(tmp_path):
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"adv": {"epsilom": 1.0}}))
+    values = json.loads(to_json(get_default_config()))
+    values["adv"]["epsilom"] = 1.0
+    path.write_text(json.dumps(values))
     with pytest.raises(UserError, match=r"adv\.epsilom"):
         load_config(str(path))
 

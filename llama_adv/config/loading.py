@@ -6,6 +6,8 @@ import ast
 import difflib
 import importlib.util
 import json
+import sys
+import traceback
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -125,17 +127,79 @@ def update_from_dict(config: mlc.ConfigDict, values: Mapping[str, Any], prefix: 
         set_value(config, path, value)
 
 
+def _config_file_error(path: Path, error: BaseException) -> UserError:
+    """One line for an exception raised while running a config file: where and what."""
+    line = getattr(error, "lineno", None) if isinstance(error, SyntaxError) else None
+    if line is None:
+        frames = [f for f in traceback.extract_tb(error.__traceback__)
+                  if Path(f.filename).resolve() == path.resolve()]  # fmt: skip
+        line = frames[-1].lineno if frames else None
+    where = f"{path}, line {line}" if line else str(path)
+    message = str(error).strip().strip("'\"").splitlines()[0] if str(error).strip() else ""
+    if isinstance(error, AttributeError) and "config is locked" in message:
+        # ml_collections lists every field of the section; the key is what matters.
+        key = message.split('"')[1] if '"' in message else message
+        return UserError(
+            f"{where}: get_config assigns {key!r}, which is not a config key. The keys of "
+            "each section are in llama_adv/config/defaults.py."
+        )
+    if isinstance(error, SyntaxError):
+        message = error.msg
+    return UserError(f"{where}: {type(error).__name__}: {message}")
+
+
 def _load_python(path: Path, arg: str | None) -> mlc.ConfigDict:
     spec = importlib.util.spec_from_file_location(f"llama_adv_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise UserError(f"Config file {path} does not define get_config(arg=None).")
-    config = module.get_config(arg) if arg is not None else module.get_config()
+    try:
+        spec.loader.exec_module(module)
+        if not hasattr(module, "get_config"):
+            raise UserError(f"Config file {path} does not define get_config(arg=None).")
+        config = module.get_config(arg) if arg is not None else module.get_config()
+    except UserError:
+        raise
+    except Exception as error:  # the user's file: its mistake in one line, not a traceback
+        raise _config_file_error(path, error) from None
     if not isinstance(config, mlc.ConfigDict):
         raise UserError(f"{path}: get_config must return an ml_collections.ConfigDict.")
     config.lock()
     return config
+
+
+def _load_json(path: Path) -> mlc.ConfigDict:
+    """A run's ``config.json``: every section must be there; missing fields (added to the
+    defaults after the run was made) take their defaults, with a note on stderr."""
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(
+            f"{path} is not valid JSON ({error}); it may be truncated. Replay the run from "
+            "its config file instead."
+        ) from None
+    config = get_default_config()
+    if not isinstance(values, Mapping):
+        raise UserError(f"{path} must hold a JSON object of config sections.")
+    missing = [name for name in config if name not in values]
+    if missing:
+        raise UserError(
+            f"{path} has no {', '.join(missing)} section{'s' if len(missing) > 1 else ''}; a "
+            "run's config.json holds every section. Restore it, or use the config file."
+        )
+    update_from_dict(config, values)
+    defaults = [k for k in all_keys(config) if not _has_path(values, k)]
+    if defaults:
+        print(f"config: {path} has no {', '.join(defaults)}; using the defaults.",
+              file=sys.stderr)  # fmt: skip
+    return config
+
+
+def _has_path(values: Mapping, dotted: str) -> bool:
+    node: Any = values
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def load_config(spec: str, overrides: Iterable[str] = ()) -> mlc.ConfigDict:
@@ -151,16 +215,19 @@ def load_config(spec: str, overrides: Iterable[str] = ()) -> mlc.ConfigDict:
     """
     path_text, _, arg = spec.partition(":")
     path = Path(path_text)
+    if path.is_dir():
+        has_json = (path / "config.json").is_file()
+        inside = " (it holds a run's config.json: pass that)" if has_json else ""
+        raise UserError(
+            f"--config {path} is a directory{inside}; pass a configs/<name>.py[:variant] file "
+            "or a run's config.json."
+        )
     if not path.is_file():
         raise UserError(f"Config file {path} does not exist.")
     if path.suffix == ".json":
         if arg:
             raise UserError(f"{path}: a JSON config takes no ':variant'.")
-        config = get_default_config()
-        try:
-            update_from_dict(config, json.loads(path.read_text()))
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path} is not valid JSON: {error}") from None
+        config = _load_json(path)
     elif path.suffix == ".py":
         config = _load_python(path, arg or None)
     else:
@@ -171,7 +238,8 @@ def load_config(spec: str, overrides: Iterable[str] = ()) -> mlc.ConfigDict:
 def parse_variant(arg: str | None, **defaults: Any) -> dict[str, Any]:
     """Parses a config-file variant string ``"method=fgm,steps=10"`` into a dict.
 
-    Keys must be among ``defaults``; values are converted like command-line overrides.
+    Keys must be among ``defaults``; values are converted like command-line overrides, to
+    the type of the key's default (an int default takes ints, a float default numbers).
     """
     values = dict(defaults)
     for item in filter(None, (arg or "").split(",")):
@@ -182,7 +250,17 @@ def parse_variant(arg: str | None, **defaults: Any) -> dict[str, Any]:
             raise UserError(
                 f"Unknown config variant {key!r}.{hint} Valid: {', '.join(sorted(defaults))}."
             )
-        values[key] = parse_value(text) if sep else True
+        value = parse_value(text) if sep else True
+        default = defaults[key]
+        if default is not None and not isinstance(default, str):
+            try:
+                value = _coerce(default, value, key)
+            except UserError:
+                raise UserError(
+                    f"Config variant {key}={text!r} must be {type(default).__name__}, like "
+                    f"its default {key}={default!r}."
+                ) from None
+        values[key] = value
     return values
 
 
