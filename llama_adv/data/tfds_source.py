@@ -20,7 +20,9 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import logging
 import re
+import socket
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -44,9 +46,23 @@ TEXT_CANDIDATES = ("text", "sentence", "content", "document", "description")
 
 def _tfds():
     # tensorflow_datasets imports TensorFlow (seconds): only when a real dataset is used.
+    # Its absl warnings ("Using custom data configuration ...") and tqdm
+    # bars would bury our own one-line messages on stderr; "data: preparing" says enough.
+    for name in ("absl", "urllib3", "tensorflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     import tensorflow_datasets as tfds
 
+    tfds.disable_progress_bar()
     return tfds
+
+
+def _network_reachable(host: str = "storage.googleapis.com", timeout: float = 3.0) -> bool:
+    """Whether a download could start at all (TFDS would otherwise retry for minutes)."""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def prepare_builder(config: mlc.ConfigDict):
@@ -79,6 +95,13 @@ def prepare_builder(config: mlc.ConfigDict):
         elif config.manual_dir:
             manual = Path(config.manual_dir).expanduser()
     if not builder.is_prepared():
+        if manual is None and not _network_reachable():
+            raise UserError(
+                f"Dataset {config.name!r} is not prepared in {tfds_dir} and needs a download, "
+                "but the network is unreachable. Prepare it on a machine with network access "
+                "and copy the folder into data.cache_dir, or place its files in "
+                "data.manual_dir."
+            )
         download = tfds.download.DownloadConfig(manual_dir=str(manual) if manual else None)
         print(f"data: preparing {config.name} into {tfds_dir} (once)")
         try:
