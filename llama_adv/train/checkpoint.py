@@ -1,8 +1,14 @@
 """Checkpoints with orbax's CheckpointManager: the train state plus a JSON record of the
-step and data position; the last N are kept, and the best by an evaluation metric."""
+step and data position; the last N are kept, and the best by an evaluation metric.
+
+Resuming takes the newest checkpoint that reads back (:meth:`Checkpointer.restore_latest`):
+a checkpoint left broken (a truncated array file, a lost ``_METADATA`` or manifest, a
+damaged record) is reported in one line and the one before it is used.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,8 @@ class Checkpointer:
       best_metric: evaluation metric ranking checkpoints ("" keeps no best).
       best_mode: ``"max"`` or ``"min"``.
       read_only: only look and restore (another run's checkpoints, for ``train.init_from``).
+      cleanup: delete temporary folders of saves cut short (a killed run); only for the
+        process that owns the workdir (it holds the workdir lock), never a reader.
     """
 
     def __init__(
@@ -32,6 +40,7 @@ class Checkpointer:
         best_metric: str = "",
         best_mode: str = "max",
         read_only: bool = False,
+        cleanup: bool = False,
     ):
         self.best_metric, self.sign = best_metric, 1.0 if best_mode == "max" else -1.0
         keepers = [policies.LatestN(n=max(keep, 1))]
@@ -47,6 +56,7 @@ class Checkpointer:
                 preservation_policy=policies.AnyPreservationPolicy(keepers),
                 create=not read_only,
                 read_only=read_only,
+                cleanup_tmp_directories=cleanup and not read_only,
             ),
         )
 
@@ -90,6 +100,64 @@ class Checkpointer:
         )
         return restored.state, restored.record
 
+    def restore_latest(self, like: TrainState) -> Restored | None:
+        """Restores the newest checkpoint that reads back whole (None if there is none).
+
+        Checkpoints newer than it that fail to restore are listed in ``unreadable``; the
+        caller decides what to do with them (:meth:`forget`). Nothing is changed on disk.
+
+        Raises:
+          UnreadableCheckpoints: there are checkpoints, and none of them restores.
+        """
+        unreadable: list[tuple[int, str]] = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                state, record = self.restore(step, like)
+                saved = int(jax.device_get(state.step))
+                if saved != step or int(record["data_position"]) != step:
+                    raise ValueError(f"it holds step {saved}, data position "
+                                     f"{record['data_position']}")  # fmt: skip
+            except Exception as error:  # orbax and tensorstore raise many kinds
+                unreadable.append((step, _reason(error)))
+                continue
+            return Restored(step, state, record, unreadable)
+        if unreadable:
+            raise UnreadableCheckpoints(unreadable)
+        return None
+
+    def step_dir(self, step: int) -> Path:
+        return Path(self.manager.directory) / str(step)
+
+    def forget(self) -> None:
+        """Re-reads the step folders (after some were moved away)."""
+        self.manager.reload()
+
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+@dataclasses.dataclass
+class Restored:
+    """What :meth:`Checkpointer.restore_latest` found: the step it restored, the state and
+    record, and the newer checkpoints that did not read back (step, reason)."""
+
+    step: int
+    state: TrainState
+    record: dict[str, Any]
+    unreadable: list[tuple[int, str]]
+
+
+class UnreadableCheckpoints(Exception):
+    """Every checkpoint of a run failed to restore: ``failures`` holds (step, reason)."""
+
+    def __init__(self, failures: list[tuple[int, str]]):
+        super().__init__(f"no checkpoint reads back: {failures}")
+        self.failures = failures
+
+
+def _reason(error: Exception) -> str:
+    """The first line of an error, shortened (tensorstore's run to kilobytes)."""
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return text if len(text) <= 120 else text[:117] + "..."
