@@ -1,9 +1,16 @@
 """Metric outputs of a run: ``metrics.jsonl``, TensorBoard events, and progress on the
-terminal (a tqdm bar on a terminal, plain lines otherwise, as in CI)."""
+terminal (a tqdm bar on a terminal, plain lines otherwise, as in CI).
+
+``metrics.jsonl`` holds each (step, kind) row once, in step order, whatever happened to
+earlier attempts of the run: a resumed run first drops the rows logged after the
+checkpoint it resumes from (a killed run logs past its last checkpoint) and a partial
+last line (a kill while writing); TensorBoard purges those steps' events likewise.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,21 +18,85 @@ from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 
-class MetricWriter:
-    """Appends one JSON object per logged step and mirrors scalars to TensorBoard."""
+def repair_metrics(path: Path, last_step: int, keep_eval_at_last: bool = True) -> int:
+    """Rewrites ``metrics.jsonl`` to the rows of steps up to ``last_step``, each (step,
+    kind) once (the last written wins), in step order, without partial or broken lines.
 
-    def __init__(self, workdir: Path, total_steps: int, start_step: int, progress_bar: bool):
-        self.jsonl = open(Path(workdir) / "metrics.jsonl", "a")  # noqa: SIM115
-        self.tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"))
+    Args:
+      path: the file (nothing happens if it does not exist).
+      last_step: the step the run resumes from.
+      keep_eval_at_last: False drops the evaluation row of ``last_step`` (it is redone).
+
+    Returns:
+      How many lines were dropped.
+    """
+    if not path.exists():
+        return 0
+    raw = path.read_bytes()
+    rows: dict[tuple[int, str], dict] = {}
+    lines = [line for line in raw.split(b"\n") if line.strip()]
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            continue
+        key = (record["step"], str(record.get("kind", "train")))
+        if key[0] > last_step or (key == (last_step, "eval") and not keep_eval_at_last):
+            continue
+        rows.pop(key, None)
+        rows[key] = record
+    ordered = sorted(rows.values(), key=lambda r: (r["step"], r.get("kind", "train") != "train"))
+    text = "".join(json.dumps(r) + "\n" for r in ordered).encode()
+    if text != raw:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(text)
+        os.replace(tmp, path)
+    return len(lines) - len(ordered)
+
+
+class MetricWriter:
+    """Appends one JSON object per logged step and mirrors scalars to TensorBoard.
+
+    Args:
+      workdir: the run's folder.
+      total_steps: of the run (the progress bar's length).
+      start_step: the step the run starts or resumes from; rows and events of later steps
+        from earlier attempts are dropped.
+      progress_bar: a tqdm bar when stderr is a terminal.
+      keep_eval_at_start: False also drops the evaluation row of ``start_step`` (a finished
+        run evaluated again).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        total_steps: int,
+        start_step: int,
+        progress_bar: bool,
+        keep_eval_at_start: bool = True,
+    ):
+        path = Path(workdir) / "metrics.jsonl"
+        self.dropped = repair_metrics(path, start_step, keep_eval_at_start)
+        self.jsonl = open(path, "a")  # noqa: SIM115
+        events = Path(workdir) / "tensorboard"
+        # A SessionLog.START at purge_step makes TensorBoard drop earlier attempts' events
+        # of that step and later.
+        purge = start_step + 1 if events.is_dir() and any(events.iterdir()) else None
+        self.tensorboard = SummaryWriter(str(events), purge_step=purge)
         self.bar = None
         if progress_bar and sys.stderr.isatty():
             self.bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True)
         self.last_step = start_step
+        self.last_train_step = start_step  # the last step with a train row in the file
 
     def write(self, step: int, metrics: dict[str, float], kind: str = "train") -> None:
         record = {"step": step, "kind": kind, **metrics}
         self.jsonl.write(json.dumps(record) + "\n")
         self.jsonl.flush()
+        if kind == "train":
+            self.last_train_step = step
         for name, value in metrics.items():
             self.tensorboard.add_scalar(f"{kind}/{name}", value, step)
         if self.bar is not None:
