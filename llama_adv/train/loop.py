@@ -1,15 +1,17 @@
 """``train_and_evaluate(config, workdir)``: the one training loop.
 
-Resumes from the latest checkpoint in ``workdir``; writes ``config.json``,
-``metrics.jsonl``, TensorBoard events, ``checkpoints/`` and ``summary.json``.
+Resumes from the newest readable checkpoint in ``workdir``; writes ``config.json``,
+``metrics.jsonl``, TensorBoard events, ``checkpoints/`` and ``summary.json``. One
+``train`` per workdir at a time (a lock file); a finished run is not trained or evaluated
+again, unless its evaluation settings changed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,11 @@ import ml_collections as mlc
 import numpy as np
 
 from llama_adv.config import to_json
+from llama_adv.config.validate import validate_config
 from llama_adv.data.pipeline import TrainStream
 from llama_adv.errors import UserError
 from llama_adv.models import count_params
-from llama_adv.train.checkpoint import Checkpointer
+from llama_adv.train.checkpoint import Checkpointer, UnreadableCheckpoints
 from llama_adv.train.evaluate import evaluate, make_eval_step
 from llama_adv.train.mesh import make_mesh, replicated, to_global
 from llama_adv.train.optimizer import make_optimizer, make_schedule
@@ -31,40 +34,24 @@ from llama_adv.train.setup import Experiment, build_experiment, example_batch
 from llama_adv.train.state import TrainState
 from llama_adv.train.step import make_train_step
 from llama_adv.train.warm_start import resolve_source, warm_start
+from llama_adv.train.workdir import (
+    check_same_run,
+    check_workdir,
+    clear_workdir,
+    describe_changes,
+    read_run_config,
+    set_aside,
+    workdir_lock,
+)
 from llama_adv.train.writers import MetricWriter
 
 # Named random streams derived from the run's root key.
 PARAMS, STEPS, EVAL = 0, 1, 2
 TOKEN_FIELDS = ("inputs", "encoder_inputs", "decoder_inputs")
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "checkpoints", "tensorboard",
-             "init_report.json")  # fmt: skip
 
 
 class TrainingDiverged(UserError):
-    """A loss became NaN or Inf; the last good checkpoint is kept."""
-
-
-def prepare_workdir(config: mlc.ConfigDict, workdir: Path, overwrite: bool) -> None:
-    """Writes ``config.json``; refuses a workdir holding a run with another config."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / "config.json"
-    resolved = to_json(config)
-    if path.exists() and json.loads(path.read_text()) != json.loads(resolved):
-        if not overwrite:
-            old, new = json.loads(path.read_text()), json.loads(resolved)
-            diff = [
-                f"{s}.{k}" for s in new for k in new[s]
-                if old.get(s, {}).get(k) != new[s][k]
-            ]  # fmt: skip
-            raise UserError(
-                f"{workdir} holds a run with a different config (differs in: "
-                f"{', '.join(diff[:6]) or 'sections'}). Use another --workdir, or pass "
-                "--overwrite to delete that run and start again."
-            )
-        for name in RUN_FILES:
-            target = workdir / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    path.write_text(resolved + "\n")
+    """A loss became NaN or Inf; the checkpoints saved before it are kept."""
 
 
 def create_state(
@@ -107,20 +94,25 @@ def warm_started_params(exp: Experiment, config: mlc.ConfigDict, mesh, workdir: 
     return params
 
 
-def _check_finite(history: list[tuple[int, dict]]) -> None:
-    for step, metrics in history:
-        bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+def _non_finite(history: dict[int, dict]) -> tuple[int, list[str]] | None:
+    for step in sorted(history):
+        bad = [k for k, v in history[step].items() if not np.isfinite(v)]
         if bad:
-            raise TrainingDiverged(
-                f"Training diverged: {', '.join(bad)} is not finite at step {step}. The last "
-                "good checkpoint is kept; lower optim.learning_rate or adv.epsilon, or set "
-                "adv.begin_step to start the adversary later."
-            )
+            return step, bad
+    return None
 
 
-def _mean_metrics(history: list[tuple[int, dict]]) -> dict[str, float]:
-    keys = history[-1][1].keys()
-    return {k: float(np.mean([m[k] for _, m in history])) for k in keys}
+def _mean_metrics(history: dict[int, dict]) -> dict[str, float]:
+    keys = history[max(history)].keys()
+    return {k: float(np.mean([m[k] for m in history.values()])) for k in keys}
+
+
+def _read_summary(workdir: Path) -> dict[str, Any] | None:
+    try:
+        summary = json.loads((workdir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def train_and_evaluate(
@@ -128,14 +120,39 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Trains (or resumes) the run ``config`` describes in ``workdir``; returns the summary.
 
+    Args:
+      config: the resolved config.
+      workdir: the run's folder (created if missing).
+      overwrite: delete whatever ``workdir`` holds and start again.
+
     Raises:
-      UserError: bad config, a workdir holding another run, or a diverged loss.
+      UserError: bad config, an unusable workdir, one in use by another ``train``, one
+        holding another run or no readable checkpoint, or a diverged loss.
     """
+    validate_config(config)
     workdir = Path(workdir)
+    check_workdir(workdir)
     exp = build_experiment(config)
     if config.train.init_from:
         resolve_source(config.train.init_from)  # a bad path fails before anything is written
-    prepare_workdir(config, workdir, overwrite)
+    with workdir_lock(workdir):
+        try:
+            return _train_locked(config, workdir, exp, overwrite)
+        except KeyboardInterrupt:  # before the training loop began: nothing to save
+            raise UserError("Interrupted before training started; nothing was saved.") from None
+
+
+def _train_locked(
+    config: mlc.ConfigDict, workdir: Path, exp: Experiment, overwrite: bool
+) -> dict[str, Any]:
+    resolved = to_json(config)
+    changed: list[str] = []
+    old = None
+    if overwrite:
+        clear_workdir(workdir)
+    elif (old := read_run_config(workdir)) is not None:
+        changed = check_same_run(workdir, old, json.loads(resolved))
+    note = describe_changes(old, json.loads(resolved), changed) if changed else ""
     tc = config.train
     mesh = make_mesh(tc.num_devices)
     # Over optimizer updates, not batches: FreeAT takes adv.freeat.replays per batch.
@@ -143,19 +160,78 @@ def train_and_evaluate(
     optimizer = make_optimizer(config.optim, schedule)
     ckpt = Checkpointer(
         workdir / "checkpoints", config.checkpoint.keep,
-        config.checkpoint.best_metric, config.checkpoint.best_mode,
+        config.checkpoint.best_metric, config.checkpoint.best_mode, cleanup=True,
     )  # fmt: skip
-    latest = ckpt.latest_step()
+    try:
+        previous = _read_summary(workdir)
+        finished = (
+            ckpt.latest_step() == tc.num_steps
+            and previous is not None
+            and previous.get("step") == tc.num_steps
+        )
+        if finished and not any(k.startswith("eval.") for k in changed):
+            _write_config(workdir, resolved, note)
+            print(f"{workdir} holds this run, finished at step {tc.num_steps}; its summary.json "
+                  "is unchanged.")  # fmt: skip
+            return previous
+        return _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note,
+                      previous)  # fmt: skip
+    finally:
+        ckpt.close()
+
+
+def _write_config(workdir: Path, resolved: str, note: str) -> None:
+    if note:
+        print(f"config changed since this run last ran: {note}; these do not change the "
+              "training, so it goes on (config.json updated).")  # fmt: skip
+    path = workdir / "config.json"
+    tmp = path.with_name("config.json.tmp")
+    tmp.write_text(resolved + "\n")
+    tmp.replace(path)
+
+
+def _restore(ckpt: Checkpointer, state: TrainState, workdir: Path, mesh) -> tuple[TrainState, int]:
+    """The newest readable checkpoint's state (``state`` itself when there is none); newer
+    unreadable ones are reported and moved aside."""
+    try:
+        restored = ckpt.restore_latest(state)
+    except UnreadableCheckpoints as error:
+        steps = ", ".join(f"{s} ({why})" for s, why in error.failures)
+        raise UserError(
+            f"No checkpoint in {workdir}/checkpoints can be read (step {steps}). Pass "
+            "--overwrite to delete that run and start again, or use another --workdir."
+        ) from None
+    if restored is None:
+        return state, 0
+    for step, why in restored.unreadable:
+        moved = set_aside(workdir, ckpt.step_dir(step))
+        print(f"warning: checkpoint {ckpt.step_dir(step)} is unreadable ({why}); resuming "
+              f"from step {restored.step}, the newest readable one (it was moved to {moved}).",
+              file=sys.stderr)  # fmt: skip
+    if restored.unreadable:
+        ckpt.forget()
+    print(f"resumed from step {restored.step} (data position "
+          f"{restored.record['data_position']})")  # fmt: skip
+    devices = restored.record.get("num_devices")
+    if devices is not None and devices != mesh.size:
+        print(f"warning: this run trained on {devices} devices and goes on on {mesh.size}; "
+              "its losses will differ in the last bits from an uninterrupted run's.",
+              file=sys.stderr)  # fmt: skip
+    return restored.state, restored.step
+
+
+def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note, previous):
+    tc = config.train
     params = None
-    if latest is None and config.train.init_from:  # a resumed run has them in its checkpoint
+    if ckpt.latest_step() is None and tc.init_from:  # a resumed run has them in its checkpoint
         params = warm_started_params(exp, config, mesh, workdir)
     state = create_state(exp, config, optimizer, mesh, params)
     num_params = count_params(state.params)
     print(f"model {config.model.name}: {num_params:,} parameters; {mesh.size} devices")
-    if latest is not None:
-        state, record = ckpt.restore(latest, state)
-        print(f"resumed from step {latest} (data position {record['data_position']})")
-    start = int(jax.device_get(state.step))
+    state, start = _restore(ckpt, state, workdir, mesh)
+    # From here on the workdir holds a run in progress: no summary until it ends.
+    (workdir / "summary.json").unlink(missing_ok=True)
+    _write_config(workdir, resolved, note)
 
     train_step = make_train_step(
         exp.model, exp.task, exp.method, optimizer, schedule, mesh, config.adv
@@ -166,39 +242,63 @@ def train_and_evaluate(
     root = jax.random.wrap_key_data(state.rng)
     train_rng, eval_rng = jax.random.fold_in(root, STEPS), jax.random.fold_in(root, EVAL)
     tokens_per_example = sum(v.shape[1] for k, v in stream.batch(0).items() if k in TOKEN_FIELDS)
-    writer = MetricWriter(workdir, tc.num_steps, start, tc.progress_bar)
+    # A finished run evaluated again (its evaluation settings changed): its old final
+    # evaluation row goes.
+    writer = MetricWriter(workdir, tc.num_steps, start, tc.progress_bar,
+                          keep_eval_at_start=start < tc.num_steps)  # fmt: skip
+    if writer.dropped:
+        print(f"metrics.jsonl: dropped {writer.dropped} line(s) logged after step {start} (or "
+              "cut short) by an earlier attempt")  # fmt: skip
 
     pending: list[tuple[int, Any]] = []  # device metrics not yet fetched
-    checked: list[tuple[int, dict]] = []  # fetched metrics since the last log line
+    checked: dict[int, dict] = {}  # fetched metrics since the last log line, by step
     step_times: list[float] = []
+    tick, tick_step = time.perf_counter(), start
 
     def fetch() -> None:
-        checked.extend(jax.device_get(pending))
+        checked.update(jax.device_get(pending))
         pending.clear()
-        _check_finite(checked)
+        if (bad := _non_finite(checked)) is not None:
+            kept = ckpt.latest_step()
+            saved = (f"The last good checkpoint, of step {kept}, is kept" if kept is not None
+                     else "No checkpoint was saved before it")  # fmt: skip
+            raise TrainingDiverged(
+                f"Training diverged: {', '.join(bad[1])} is not finite at step {bad[0]}. "
+                f"{saved}; lower optim.learning_rate or adv.epsilon, or set adv.begin_step "
+                "to start the adversary later."
+            )
+
+    def log(done: int) -> None:
+        """Writes the mean of the fetched metrics of steps after the last row up to
+        ``done`` as the row of ``done``."""
+        nonlocal tick, tick_step
+        rows = {s: m for s, m in checked.items() if writer.last_train_step < s <= done}
+        if rows:
+            elapsed = time.perf_counter() - tick
+            if tick_step > start:  # the first interval includes compilation
+                step_times.append(elapsed / (done - tick_step))
+            logged = _mean_metrics(rows)
+            logged["examples_per_sec"] = tc.batch_size * (done - tick_step) / elapsed
+            logged["tokens_per_sec"] = logged["examples_per_sec"] * tokens_per_example
+            writer.write(done, logged)
+        checked.clear()
+        tick, tick_step = time.perf_counter(), done
 
     def save(metrics: dict | None = None) -> None:
         fetch()  # never checkpoint a state whose losses were not finite
-        ckpt.save(state, {"data_position": int(jax.device_get(state.step))}, metrics)
+        record = {"data_position": int(jax.device_get(state.step)), "num_devices": mesh.size}
+        ckpt.save(state, record, metrics)
 
-    tick, tick_step = time.perf_counter(), start
     try:
         for step in range(start, tc.num_steps):
             batch = to_global(stream.batch(step), mesh)
-            state, metrics = train_step(state, batch, jax.random.fold_in(train_rng, step))
-            pending.append((step + 1, metrics))
+            new_state, metrics = train_step(state, batch, jax.random.fold_in(train_rng, step))
+            pending.append((step + 1, metrics))  # before ``state``: see the Ctrl-C path
+            state = new_state
             done = step + 1
             if done % tc.log_every == 0 or done == tc.num_steps:
                 fetch()
-                elapsed = time.perf_counter() - tick
-                if tick_step > start:  # the first interval includes compilation
-                    step_times.append(elapsed / (done - tick_step))
-                logged = _mean_metrics(checked)
-                logged["examples_per_sec"] = tc.batch_size * (done - tick_step) / elapsed
-                logged["tokens_per_sec"] = logged["examples_per_sec"] * tokens_per_example
-                writer.write(done, logged)
-                checked.clear()
-                tick, tick_step = time.perf_counter(), done
+                log(done)
             if tc.eval_every and done % tc.eval_every == 0 and done < tc.num_steps:
                 results = evaluate(eval_step, state.params, eval_split, mesh, config.eval, eval_rng)
                 writer.write(done, results, kind="eval")
@@ -210,13 +310,19 @@ def train_and_evaluate(
         writer.write(int(jax.device_get(state.step)), final, kind="eval")
         save(final)
     except KeyboardInterrupt:
+        # The row of the interrupted step first (metrics of steps the state has not
+        # reached are left out), then the checkpoint.
+        at = int(jax.device_get(state.step))
+        pending[:] = [(s, m) for s, m in pending if s <= at]
+        fetch()
+        for s in [s for s in checked if s > at]:
+            del checked[s]
+        log(at)
         save()
         raise UserError(
-            f"Interrupted at step {int(jax.device_get(state.step))}; checkpoint saved. "
-            "Run the same command again to resume."
+            f"Interrupted at step {at}; checkpoint saved. Run the same command again to resume."
         ) from None
     finally:
-        ckpt.close()
         writer.close()
 
     summary = {
@@ -227,5 +333,7 @@ def train_and_evaluate(
         "step_time_sec": statistics.median(step_times) if step_times else None,
         "eval": final,
     }
+    if summary["step_time_sec"] is None and previous is not None:  # evaluated again only
+        summary["step_time_sec"] = previous.get("step_time_sec")
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
