@@ -9,7 +9,9 @@ damaged record) is reported in one line and the one before it is used.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +113,11 @@ class Checkpointer:
         """
         unreadable: list[tuple[int, str]] = []
         for step in sorted(self.manager.all_steps(), reverse=True):
+            if (why := _missing_part(self.step_dir(step))) is not None:
+                unreadable.append((step, why))
+                continue
             try:
+                _quiet_reads_after_a_failed_restore()
                 state, record = self.restore(step, like)
                 saved = int(jax.device_get(state.step))
                 if saved != step or int(record["data_position"]) != step:
@@ -161,3 +167,38 @@ def _reason(error: Exception) -> str:
     lines = str(error).strip().splitlines()
     text = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _missing_part(step_dir: Path) -> str | None:
+    """Why a step folder cannot restore, for breakages seen without reading arrays (the
+    reason orbax would give is less clear), else None."""
+    state = step_dir / "state"
+    if not (state / "_METADATA").is_file():
+        return "state/_METADATA is missing"
+    if any(state.glob("ocdbt.process_*")) and not (state / "manifest.ocdbt").is_file():
+        return "state/manifest.ocdbt is missing"
+    try:
+        json.loads((step_dir / "record" / "metadata").read_text())
+    except OSError:
+        return "record/metadata is missing"
+    except ValueError as error:
+        return f"record/metadata is not valid JSON ({error})"
+    return None
+
+
+def _quiet_reads_after_a_failed_restore() -> None:
+    """A restore that fails on one array leaves tensorstore's other reads in flight; their
+    callbacks then find orbax's event loop closed, and Python prints a traceback for each
+    (an "unraisable" RuntimeError). Those, and only those, are dropped."""
+    previous = sys.unraisablehook
+    if getattr(previous, "llama_adv_quiet", False):
+        return
+
+    def hook(unraisable) -> None:
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook.llama_adv_quiet = True
+    sys.unraisablehook = hook
