@@ -8,7 +8,7 @@ from __future__ import annotations
 import ml_collections as mlc
 
 from llama_adv.adversarial import geometry
-from llama_adv.adversarial.base import BatchInfo, Method, Options
+from llama_adv.adversarial.base import DROPOUT_MODES, BatchInfo, Method, Options
 from llama_adv.adversarial.methods.adaptive import BASES, Adaptive
 from llama_adv.adversarial.methods.alum import ALUM
 from llama_adv.adversarial.methods.clean import NoAdversary
@@ -55,7 +55,11 @@ CHOICES = {
     "inner": ("", "ce") + DIVERGENCES,
     "divergence": ("",) + DIVERGENCES,
     "radius_schedule": ("constant", "linear"),
+    "dropout": ("",) + DROPOUT_MODES,
 }
+# Methods whose every pass enters the loss: no attack pass that adv.dropout=eval could run
+# deterministic.
+NO_ATTACK_PASS = ("random", "freelb", "freeat")
 
 
 def _fail(field: str, message: str) -> UserError:
@@ -83,6 +87,13 @@ def validate_adv_config(config: mlc.ConfigDict, streams: tuple[str, ...]) -> Non
     iterative = method in ITERATIVE or (method == "adaptive" and config.adaptive.base != "fgm")
     if iterative and opt.steps < 1:
         raise _fail("steps", f"must be >= 1 for the iterative method {method!r}, got {opt.steps}.")
+    base = config.adaptive.base if method == "adaptive" else method
+    if config.dropout == "eval" and base in NO_ATTACK_PASS:
+        raise _fail(
+            "dropout",
+            f"'eval' does not apply to {base!r}: its passes all enter the loss "
+            "(no separate attack pass); use shared or fresh.",
+        )
     if opt.init == "sphere" and method != "random":
         raise _fail("init", f"'sphere' is the random method's baseline, not for {method!r}.")
     perturbed_loss = method == "random" and opt.weight_adv > 0  # Miyato's random baseline
@@ -155,6 +166,10 @@ def build_method(config: mlc.ConfigDict, task: Task, num_steps: int = 0) -> Meth
     is ``train.num_steps`` (schedules given as a fraction of training need it)."""
     method = METHODS.get(config.method, field="adv.method")(config, task)
     method.num_steps = int(num_steps)
+    extra = method.eval_cost()  # adv.dropout=eval: the attack's deterministic passes
+    if any(extra):
+        method.cost = tuple(a + b for a, b in zip(method.cost, extra, strict=True))
+        method.passes = (method.passes[0] + extra[0], method.passes[1] + extra[1])
     return method
 
 

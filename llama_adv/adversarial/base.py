@@ -5,7 +5,8 @@ A method sees only an ``objective`` closed over one batch,
     objective(params, delta, rng) -> (per_example_loss [B], outputs)
 
 where ``delta`` is ``{stream: [B, L, D]}`` for the perturbed streams (missing streams are
-unperturbed), plus a :class:`BatchInfo`. It returns parameter gradients and metrics. It
+unperturbed) and ``rng`` the pass's dropout key (``None``: a deterministic, eval-mode
+pass), plus a :class:`BatchInfo`. It returns parameter gradients and metrics. It
 knows nothing of models, devices or datasets.
 
 Options shared by all methods (``adv.steps``, ``adv.norm``, loss weights, ...) use a
@@ -116,6 +117,8 @@ COMMON = {
     "divergence": "symmetric_kl",
     "projection": "ball",
 }
+# adv.dropout: how an update's forward passes draw their dropout masks ("" = the method's).
+DROPOUT_MODES = ("shared", "fresh", "eval")
 # Folded into an update's key for the perturbation's random start (dropout keys use the
 # key itself or small indices), so noise and dropout never share a stream.
 NOISE_STREAM = 0x6E6F6973
@@ -160,6 +163,9 @@ class Method:
         forward graph it runs through; :meth:`theoretical_ratio` weighs them 1, 1 and 2
         (a backward that also yields parameter gradients costs about two forwards).
       defaults: this method's values for the common options left at their sentinel.
+      default_dropout: ``adv.dropout`` when left at "": ``shared`` (one dropout key for
+        every pass of an update), ``fresh`` (a new key per forward pass) or ``eval`` (the
+        attack's passes deterministic, the loss passes fresh).
     """
 
     passes: tuple[float, float] = (1, 1)
@@ -168,11 +174,13 @@ class Method:
     # spans train.num_steps * updates_per_batch updates
     cost: tuple[float, float, float] = (1, 0, 1)
     defaults: ClassVar[dict[str, Any]] = {}
+    default_dropout: ClassVar[str] = "fresh"
 
     def __init__(self, config: mlc.ConfigDict, task: Task):
         self.config = config
         self.task = task
         self.opt = Options.resolve(config, self.defaults)
+        self.dropout = config.get("dropout", "") or self.default_dropout
 
     # ----------------------------------------------------------------- state and cost
     def init_state(
@@ -233,11 +241,26 @@ class Method:
         }
 
     def rng_at(self, rng: jax.Array, index: int | jax.Array) -> jax.Array:
-        """Dropout key of forward pass ``index`` of an update: the same key for all passes
-        when ``adv.reuse_dropout`` (FreeLB's shared dropout mask), else one per pass."""
-        if self.config.get("reuse_dropout", True):
+        """Dropout key of forward pass ``index`` of an update (a pass whose outputs enter
+        the loss): the update's key itself under ``adv.dropout = shared`` (FreeLB's
+        shared mask), else a key of its own."""
+        if self.dropout == "shared":
             return rng
         return jax.random.fold_in(rng, index)
+
+    def attack_rng(self, rng: jax.Array, index: int | jax.Array) -> jax.Array | None:
+        """Dropout key of attack pass ``index`` (one that only moves ``delta``): ``None``
+        (deterministic) under ``adv.dropout = eval``, else :meth:`rng_at`."""
+        if self.dropout == "eval":
+            return None
+        return self.rng_at(rng, index)
+
+    def eval_cost(self) -> tuple[float, float, float]:
+        """Passes ``adv.dropout = eval`` adds to :attr:`cost`: the deterministic clean
+        forward that a divergence inner objective measures against."""
+        if self.dropout == "eval" and self.opt.inner != "ce":
+            return (1, 0, 0)
+        return (0, 0, 0)
 
     def masks(self, info: BatchInfo) -> dict[str, jax.Array]:
         """``info.masks`` with the configured special tokens (``adv.skip_token_ids``) off."""
@@ -259,10 +282,14 @@ class Method:
         """The per-example ``[B]`` quantity an ascent step maximises, ``(delta, rng) -> [B]``.
 
         ``ce``: the task loss at ``x + delta``; ``kl``/``reverse_kl``/``symmetric_kl``: the
-        divergence between the (stop-gradient) clean outputs and those at ``x + delta``.
+        divergence between the (stop-gradient) clean outputs and those at ``x + delta``;
+        under ``adv.dropout = eval`` the clean outputs of a deterministic forward instead
+        (the attack runs in eval mode throughout, as TRADES' reference code).
         """
         if kind == "ce":
             return lambda delta, rng: objective(params, delta, rng)[0]
+        if self.dropout == "eval":  # the attack measures against a deterministic clean pass
+            clean_out = objective(params, {}, None)[1]
         clean = jax.lax.stop_gradient(clean_out)
         return lambda delta, rng: self.divergence(
             clean, objective(params, delta, rng)[1], info, kind

@@ -93,7 +93,9 @@ def adv_defaults() -> mlc.ConfigDict:
     c.divergence = ""  # divergence of the weight_div term: kl | reverse_kl | symmetric_kl
     c.streams = "all"  # streams to perturb: all | inputs | encoder | decoder (comma-separated)
     c.skip_token_ids = ()  # token ids never perturbed besides padding, e.g. (1, 2) = BOS, EOS
-    c.reuse_dropout = True  # one dropout key for every pass of an update (FreeLB's shared mask)
+    # dropout masks of an update's passes: shared (one key for all; freelb) | fresh (a new key
+    # per pass; most methods) | eval (attack passes deterministic; trades) | "" = method's
+    c.dropout = ""
     c.weight_clean = -1.0  # weight of L(x)
     c.weight_adv = -1.0  # weight of L(x + delta) (beta of Miyato et al. for fgm)
     c.weight_div = -1.0  # weight of D(p(x), p(x + delta)) (lambda of R3F/SMART/VAT, beta of TRADES)

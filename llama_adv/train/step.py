@@ -29,7 +29,8 @@ def make_objective(model: Model, task: Task, batch: dict, masks: dict):
     """Closes the model and task over one batch: ``(params, delta, rng) -> (loss [B], out)``.
 
     The embedding lookup happens inside, so the gradient reaches the embedding table;
-    ``delta`` is masked again here so that no method can perturb padding.
+    ``delta`` is masked again here so that no method can perturb padding. ``rng=None``
+    runs the model deterministically (no dropout).
     """
 
     def objective(params, delta, rng):
@@ -38,8 +39,13 @@ def make_objective(model: Model, task: Task, batch: dict, masks: dict):
             k: v + (delta[k] * masks[k][..., None]).astype(v.dtype) if k in delta else v
             for k, v in embedded.items()
         }
+        # rng None: a deterministic (eval-mode) pass, e.g. an attack under adv.dropout=eval.
         outputs = model.apply_embedded(
-            params, embedded, batch, deterministic=False, rngs={"dropout": rng}
+            params,
+            embedded,
+            batch,
+            deterministic=rng is None,
+            rngs=None if rng is None else {"dropout": rng},
         )
         return task.loss(outputs, batch), outputs
 

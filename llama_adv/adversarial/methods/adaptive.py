@@ -21,6 +21,9 @@ is still correct (for token tasks: at least half of the target tokens).
 A radius schedule (``adv.radius_schedule=linear``) scales every ``eps_i`` by its factor at
 the current step, so the attacks ramp up with it; the stored radii and the rule are in
 unscaled units.
+
+Dropout: ``fresh`` by default whatever the base (the base method's own default does
+not apply); ``eval`` is refused with base freelb.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from llama_adv.adversarial.methods.freelb import FreeLB
 from llama_adv.adversarial.methods.pgd import PGD
 
 BASES = {"pgd": PGD, "fgm": FGM, "freelb": FreeLB}
+CHECK_PASS = 0x636865  # pass index of the iaat check forward (no base pass uses it)
 
 
 class Adaptive(Method):
@@ -41,6 +45,7 @@ class Adaptive(Method):
         self.ac = config.adaptive
         self.base = BASES[self.ac.base](config, task)
         super().__init__(config, task)
+        self.base.dropout = self.dropout  # adaptive's dropout default, not the base's
         self.opt = self.base.opt
         self.passes = self.base.passes
         forward, input_backward, param_backward = self.base.cost
@@ -48,6 +53,9 @@ class Adaptive(Method):
             extra = self.opt.steps if self.ac.base != "fgm" else 1
             forward, input_backward = forward + extra + 1, input_backward + extra
         self.cost = (forward, input_backward, param_backward)
+
+    def eval_cost(self):
+        return self.base.eval_cost()
 
     def init_state(self, params, num_examples: int, batch_shapes: dict | None = None):
         """``{"radii": [num_examples] float32}``, all at ``adv.epsilon``."""
@@ -86,7 +94,7 @@ class Adaptive(Method):
                 objective, params, info, jax.random.fold_in(rng, 1), (radii + ac.gamma) * scale,
                 clean_out,
             )  # fmt: skip
-            up_out = objective(params, delta_up, self.rng_at(rng, 0))[1]
+            up_out = objective(params, delta_up, self.attack_rng(rng, CHECK_PASS))[1]
             survived_up = survived & self.survived(up_out, info)
         new = self.new_radii(radii, clean_ok, survived, survived_up)
         new = ac.smoothing * new + (1 - ac.smoothing) * radii

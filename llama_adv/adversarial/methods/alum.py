@@ -6,6 +6,9 @@ rescaling onto the sphere (``adv.projection = "sphere"``, radius ``adv.epsilon``
 projects instead. ``alpha_adv = adv.weight_div``: 1 (fine-tuning; 10 for pre-training). The
 adversarial term is on whenever the method is ``alum`` (config validation refuses a zero
 weight), unlike the released script whose flag defaults to off.
+
+Dropout: ``fresh`` by default (separate train-mode forwards in namisan/mt-dnn's
+ALUM code).
 """
 
 from __future__ import annotations

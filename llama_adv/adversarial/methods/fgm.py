@@ -4,6 +4,10 @@
 embeddings, per example over the whole sequence; the loss is
 ``w_clean * L(x) + w_adv * L(x + r)``. Two forward and two backward passes: the clean
 backward yields both the parameter gradient and ``g``.
+
+Dropout: ``fresh`` by default (a new mask per forward: the clean and perturbed
+forwards are separate train-mode calls in Miyato et al.'s code); under ``eval`` the
+direction comes from a deterministic forward and input backward of its own.
 """
 
 from __future__ import annotations
@@ -26,6 +30,13 @@ class FGM(Method):
         "norm": "l2",
     }
 
+    def eval_cost(self):
+        """Under ``adv.dropout = eval`` the direction takes a deterministic forward and
+        input backward of its own (plus the clean reference of a divergence inner)."""
+        if self.dropout != "eval":
+            return (0, 0, 0)
+        return (1, 0, 0) if self.opt.inner != "ce" else (1, 1, 0)
+
     def grads(self, objective, params, info: BatchInfo, rng, state):
         grads, metrics, _, _ = self.grads_at(objective, params, info, rng, self.radius(info))
         return grads, metrics, state
@@ -33,7 +44,8 @@ class FGM(Method):
     def attack(self, objective, params, info: BatchInfo, rng, radius, clean_out=None):
         """The FGM perturbation at ``radius`` (scalar or ``[B]``), without parameter grads."""
         inner = self.inner_loss(objective, params, info, clean_out, self.opt.inner)
-        return self.at_radius(ascent.grad(inner, info.zeros(), self.rng_at(rng, 0)), info, radius)
+        g = ascent.grad(inner, info.zeros(), self.attack_rng(rng, 2))
+        return self.at_radius(g, info, radius)
 
     def grads_at(self, objective, params, info: BatchInfo, rng, radius):
         """Gradients and metrics at ``radius``; also the clean and perturbed outputs."""
@@ -48,7 +60,9 @@ class FGM(Method):
         (_, clean_out), (g_clean, g_delta) = jax.value_and_grad(
             clean_loss, argnums=(0, 1), has_aux=True
         )(params, info.zeros())
-        if o.inner != "ce":  # the direction maximises a divergence instead of the loss
+        # The direction needs a pass of its own when it maximises a divergence instead of
+        # the loss, or when the attack runs deterministic (adv.dropout=eval).
+        if o.inner != "ce" or self.dropout == "eval":
             delta = self.attack(objective, params, info, rng, radius, clean_out)
         else:
             delta = self.at_radius(g_delta, info, radius)

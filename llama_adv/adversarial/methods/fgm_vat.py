@@ -10,6 +10,8 @@ Unlabelled examples (see :mod:`~llama_adv.adversarial.methods.vat`) feed only th
 their ``r_adv`` is 0 and their ``L`` terms are masked. Cost: the clean forward and one
 backward give the clean parameter gradient and ``r_adv`` (as in FGM); ``steps`` power
 iterations; then one backward through the two perturbed forwards.
+
+Dropout: ``fresh`` by default, as FGM and VAT.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
+from llama_adv.adversarial import ascent
 from llama_adv.adversarial.base import BatchInfo
 from llama_adv.adversarial.methods.vat import VAT, with_all_labeled
 
@@ -32,6 +35,11 @@ class FGMVAT(VAT):
         k = self.opt.steps
         self.passes = (3 + k, 2 + k)
         self.cost = (3 + k, k, 3)
+
+    def eval_cost(self):
+        """``adv.dropout = eval``: VAT's deterministic clean reference, and the FGM
+        direction's own forward and input backward."""
+        return (2, 1, 0) if self.dropout == "eval" else (0, 0, 0)
 
     def grads(self, objective, params, info: BatchInfo, rng, state):
         o = self.opt
@@ -49,6 +57,9 @@ class FGMVAT(VAT):
         )(params, info.zeros())
         clean_out = jax.lax.stop_gradient(clean_out)  # its gradient is in g_clean
         radius = self.radius(info)
+        if self.dropout == "eval":  # the FGM direction from a deterministic pass
+            inner = self.inner_loss(objective, params, info, None, "ce")
+            g_delta = ascent.grad(inner, info.zeros(), self.attack_rng(rng, 3))
         r_adv = self.at_radius(g_delta, info, radius)
         r_vadv = self.attack(objective, params, info, rng, radius, clean_out)
 

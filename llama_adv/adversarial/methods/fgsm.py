@@ -5,6 +5,9 @@ Loss ``(1 - w) L(x) + w L(x + delta)``: ``adv.weight_clean`` and ``adv.weight_ad
 default to 0.5 each. Without a random start the clean backward yields both the parameter
 gradient and the step direction (2 forward, 2 backward passes); with it, the direction
 costs one more forward and an input-only backward.
+
+Dropout: ``fresh`` by default (a new mask per forward pass: separate train-mode calls
+in Wong et al.'s FGSM-RS code).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ class FGSM(FGM):
             jax.random.fold_in(rng, NOISE_STREAM), masks, info.shapes, o, radius, radius
         )
         inner = self.inner_loss(objective, params, info, clean_out, o.inner)
-        g = ascent.grad(inner, start, self.rng_at(rng, 2))
+        g = ascent.grad(inner, start, self.attack_rng(rng, 2))
         step = self.opt.step_size if self.opt.step_size > 0 else 1.25 * radius
         return {
             k: jax.lax.stop_gradient(

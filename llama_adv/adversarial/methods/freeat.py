@@ -8,6 +8,9 @@ in the method state and carried to the next batch, as in the paper.
 ``m`` optimizer steps per batch: the learning-rate schedule spans ``m * train.num_steps``
 updates (warm-up counted in updates too); divide ``train.num_steps`` by ``m`` to keep the
 epoch budget, as the paper does. Passes: m forward, m backward.
+
+Dropout: ``fresh`` by default: each replay is its own train-mode forward (Shafahi et
+al.'s code); ``eval`` is refused (every pass enters the loss).
 """
 
 from __future__ import annotations

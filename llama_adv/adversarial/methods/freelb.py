@@ -5,7 +5,9 @@ Each iterate's single backward gives both its parameter gradient and the gradien
 moves ``delta``; ``delta_0`` is FreeLB's uniform init (``init_mag 0`` makes it clean).
 Defaults follow the RoBERTa launch scripts: K 2, adv_lr 0.1 (``adv.step_size``), init_mag
 0.5 (``adv.init_magnitude``), max_norm ``adv.epsilon`` (``adv.unbounded`` for 0). The same
-dropout key serves every iterate when ``adv.reuse_dropout`` (FreeLB's shared mask).
+dropout key serves every pass of the update by default (``adv.dropout = shared``): the
+reference code (zhuchen03/FreeLB) reuses one dropout mask across the ascent iterates.
+``eval`` is refused: every iterate's one pass is both the attack and the loss.
 Passes: K forward and K backward, plus one clean forward for the flip-rate metric.
 """
 
@@ -21,6 +23,7 @@ from llama_adv.adversarial.base import NOISE_STREAM, BatchInfo, Method
 
 
 class FreeLB(Method):
+    default_dropout = "shared"  # the reference reuses one dropout mask across iterates
     defaults: ClassVar[dict[str, Any]] = {
         "steps": 2,
         "step_size": 0.1,
@@ -56,7 +59,7 @@ class FreeLB(Method):
         return ascent.run(
             inner, self.start(info, rng, radius), self.masks(info), o, steps=o.steps,
             step_size=self.step_size(radius), radius=radius,
-            rng_at=lambda t: self.rng_at(rng, t + 1),
+            rng_at=lambda t: self.attack_rng(rng, t + 1),
         )  # fmt: skip
 
     def grads_at(self, objective, params, info: BatchInfo, rng, radius):

@@ -5,6 +5,9 @@ Defaults: L2 per example, ``K = 3``, step ``2.5 eps / K``, uniform start of magn
 ``eps`` (FreeLB's scaling). One clean forward (kept differentiable by ``jax.vjp``) gives
 the flip-rate reference, the KL inner objectives and, when ``w_clean > 0``, the clean
 gradient without another forward.
+
+Dropout: ``fresh`` by default (a new mask per forward pass); ``eval`` runs the ascent
+steps deterministic.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ class PGD(Method):
             steps=o.steps,
             step_size=self.step_size(radius),
             radius=radius,
-            rng_at=lambda t: self.rng_at(rng, t + 2),
+            rng_at=lambda t: self.attack_rng(rng, t + 2),
             record=record,
         )
 

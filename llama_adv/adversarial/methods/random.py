@@ -7,6 +7,9 @@
 that is the random-perturbation baseline of Miyato et al. (2017): ``L(x) + L(x + z)``.
 
 No inner maximisation: two forwards and one backward through both.
+
+Dropout: ``fresh`` by default: fairseq's R3F (``examples/rxf``, ``SentencePredictionR3F``)
+runs the clean and the noisy forward as two train-mode calls, so each has its own mask.
 """
 
 from __future__ import annotations

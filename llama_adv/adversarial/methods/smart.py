@@ -14,6 +14,10 @@ sigma 1e-5, step 1e-3, L-inf per token projected onto the ``eps`` ball; the publ
 per-token rescaling onto the sphere is ``adv.projection = "sphere"`` (with epsilon 1 it is
 that code's unit sphere). Passes: ``(K + 2)`` forwards and ``(K + 1)`` backwards, plus the
 teacher forward.
+
+Dropout: ``fresh`` by default (the clean, noisy and ascent forwards are separate
+train-mode calls in namisan/mt-dnn); the teacher forward reuses the clean pass's key,
+so that ``D_breg`` measures the parameter change and not dropout noise.
 """
 
 from __future__ import annotations

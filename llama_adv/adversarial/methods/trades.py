@@ -3,6 +3,10 @@
 ``delta`` from ``K`` L-inf sign steps on ``KL(stopgrad p(x) || p(x + delta))`` starting at
 ``0.001 * N(0, 1)``; ``beta = adv.weight_div``. The outer KL is differentiated through
 both sides, as in the reference code. Defaults: K 10, beta 1, L-inf, step ``2.5 eps / K``.
+
+Dropout: ``eval`` by default, as the reference (yaodongyu/TRADES, ``trades.py``) attacks
+under ``model.eval()``: the ascent passes, and the clean outputs the inner KL measures
+against, are deterministic (one extra clean forward); the loss passes run in train mode.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from llama_adv.adversarial.methods.pgd import PGD
 
 
 class TRADES(PGD):
+    default_dropout = "eval"  # the reference attacks under model.eval()
     defaults: ClassVar[dict[str, Any]] = {
         "weight_clean": 1.0,
         "weight_adv": 0.0,

@@ -11,6 +11,9 @@ examples contribute only to the KL term; the supervised term is the mean over la
 examples of the global batch (0 when there are none), the KL term the mean over all of
 its examples. Keep ``"weight"`` at 1 for them (weight 0 means padding and removes them
 from every term).
+
+Dropout: ``fresh`` by default (a new mask per forward pass: the clean, probe and
+perturbed forwards are separate train-mode calls in Miyato et al.'s code).
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ class VAT(Method):
 
         def body(d, t):
             r = jax.tree.map(lambda u: self.config.vat.xi * u, unit(d))
-            return ascent.grad(inner, r, self.rng_at(rng, t + 2)), None
+            return ascent.grad(inner, r, self.attack_rng(rng, t + 2)), None
 
         d, _ = jax.lax.scan(body, d, jnp.arange(o.steps))
         return {
