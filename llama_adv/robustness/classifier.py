@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from llama_adv.data.base import Split
-from llama_adv.data.tokenizers import SPECIALS, pad_to
+from llama_adv.data.tokenizers import EOS, SPECIALS, pad_to
 from llama_adv.errors import UserError
 from llama_adv.models import Model
 from llama_adv.tasks import Task
@@ -34,33 +34,75 @@ def embedding_table(params: Any, vocab_size: int) -> jax.Array:
 
 
 class TextCodec:
-    """Encodes texts exactly as the dataset encoded its split: tokenizer ids, then the
-    dataset's fixed suffix (e.g. EOS), right-padded to the split's length.
+    """Encodes texts exactly as the dataset encoded its split: tokenizer ids cut to leave room
+    for the dataset's fixed suffix (e.g. EOS), then the suffix, right-padded to the split's
+    width ``L``: ``ids[:L - len(suffix)] + suffix``, as ``llama_adv.data.encode.fixed_width``
+    truncates (the suffix survives, so last-token pooling sees it). Attacked texts longer than
+    the dataset's are cut the same way.
 
     Args:
-      tokenizer: has ``encode(text) -> list[int]`` and ``decode(ids) -> str``.
-      split: a split with ``texts``; the suffix is inferred from it and checked.
+      tokenizer: has ``encode_batch(texts)`` (or ``encode(text)``) and ``decode(ids)``.
+      split: a split with ``texts``; the suffix is inferred from it.
+      field: the token field of ``split``.
+      check: how many of the first examples must re-encode to their tokens exactly.
+
+    Raises:
+      UserError: the split has no texts, or some checked example does not re-encode.
     """
 
     def __init__(self, tokenizer, split: Split, field: str = "inputs", check: int = 50):
         if split.texts is None:
             raise UserError("This split has no texts; text attacks need them.")
         self.tokenizer = tokenizer
-        tokens = split.arrays[field]
+        tokens = np.asarray(split.arrays[field][: max(check, 1)])
         self.length = tokens.shape[1]
-        first = [int(t) for t in tokens[0] if t != 0]
-        self.suffix = first[len(tokenizer.encode(split.texts[0])) :]
-        for i in range(min(check, len(split))):
-            if not np.array_equal(self.encode([split.texts[i]])[0], tokens[i]):
-                raise UserError(
-                    f"Example {i}'s text does not re-encode to its tokens; text attacks "
-                    "cannot reproduce this dataset's encoding."
-                )
+        texts = list(split.texts[: len(tokens)])
+        ids = self._ids(texts)
+        mismatch = {}  # first example each candidate suffix gets wrong -> that suffix
+        for suffix in self._suffixes(ids, tokens):
+            self.suffix = suffix
+            bad = np.flatnonzero(np.any(self._rows(ids) != tokens, axis=1))
+            if not len(bad):
+                return
+            mismatch.setdefault(int(bad[0]), suffix)
+        first = max(mismatch)  # report the candidate that reproduces the most examples
+        self.suffix = mismatch[first]
+        got = self._rows([ids[first]])[0]
+        at = int(np.argmax(got != tokens[first]))
+        raise UserError(
+            f"Example {first}'s text does not re-encode to its tokens (position {at}: "
+            f"{int(got[at])} instead of {int(tokens[first][at])}, suffix {self.suffix}); text "
+            "attacks cannot reproduce this dataset's encoding."
+        )
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        if hasattr(self.tokenizer, "encode_batch"):
+            return [[int(i) for i in row] for row in self.tokenizer.encode_batch(texts)]
+        return [list(self.tokenizer.encode(t)) for t in texts]
+
+    def _suffixes(self, ids: list[list[int]], tokens: np.ndarray) -> list[list[int]]:
+        """Candidate suffixes: what follows the text's ids in the first example that is not
+        cut (shorter than the width), then EOS alone, then none."""
+        found = []
+        for seq, row in zip(ids, tokens, strict=True):
+            used = int(np.max(np.flatnonzero(row), initial=-1)) + 1  # up to the last non-pad
+            if used < self.length and used >= len(seq) and list(row[: len(seq)]) == seq:
+                found = [[int(t) for t in row[len(seq) : used]]]
+                break
+        out: list[list[int]] = []
+        for suffix in [*found, [int(getattr(self.tokenizer, "eos_id", EOS))], []]:
+            if suffix not in out:
+                out.append(suffix)
+        return out
+
+    def _rows(self, ids: list[list[int]]) -> np.ndarray:
+        keep = self.length - len(self.suffix)
+        rows = [pad_to(list(seq[:keep]) + self.suffix, self.length) for seq in ids]
+        return np.stack(rows).astype(np.int32) if rows else np.zeros((0, self.length), np.int32)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """``[N, L]`` int32 token arrays."""
-        rows = [pad_to(self.tokenizer.encode(t) + self.suffix, self.length) for t in texts]
-        return np.stack(rows).astype(np.int32)
+        return self._rows(self._ids(list(texts)))
 
     def decode(self, tokens: np.ndarray) -> str:
         return self.tokenizer.decode([int(t) for t in tokens])
