@@ -141,11 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     rob = commands.add_parser("robustness", help="attack a trained run's best checkpoint")
     rob.add_argument("--workdir", help="the run (with --compare: where the comparison goes)")
-    rob.add_argument("--suite", help="default | embedding | discrete | noise")
+    rob.add_argument(
+        "--suite", help="default | embedding | discrete | noise | advset (the --adv-set alone)"
+    )
     rob.add_argument("--limit", type=int, help="attack only the first N examples")
     rob.add_argument("--compare", nargs="+", metavar="RUN", help="several runs, one table")
     rob.add_argument("--rerun", action="store_true", help="--compare: attack runs again")
-    rob.add_argument("--adv-set", help="AdvGLUE-format .json or text<TAB>label .tsv file")
+    rob.add_argument(
+        "--adv-set", help="AdvGLUE-format .json or text<TAB>label .tsv file (any suite)"
+    )
     rob.add_argument("--adv-task", help="task key in an AdvGLUE file (default sst2)")
     rob.set_defaults(run=_robustness)
 

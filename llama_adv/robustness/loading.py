@@ -30,16 +30,29 @@ class LoadedRun:
     mesh: Mesh
 
 
-def load_run(workdir: str | Path, overrides: tuple[str, ...] = ()) -> LoadedRun:
-    """Rebuilds the run in ``workdir`` from its ``config.json`` and restores the best step.
+def run_config(workdir: str | Path, overrides: tuple[str, ...] = ()) -> mlc.ConfigDict:
+    """The config of the run in ``workdir`` (its ``config.json``) with ``overrides``.
+
+    Raises:
+      UserError: ``workdir`` holds no ``config.json``, or an override is bad.
+    """
+    workdir = Path(workdir)
+    if not (workdir / "config.json").is_file():
+        raise UserError(f"{workdir} holds no config.json; is it a training run's --workdir?")
+    return load_config(str(workdir / "config.json"), overrides)
+
+
+def load_run(
+    workdir: str | Path, overrides: tuple[str, ...] = (), config: mlc.ConfigDict | None = None
+) -> LoadedRun:
+    """Rebuilds the run in ``workdir`` from its ``config.json`` (or ``config``, already
+    resolved by :func:`run_config`) and restores the best step.
 
     Raises:
       UserError: no ``config.json`` or no checkpoint in ``workdir``.
     """
     workdir = Path(workdir)
-    if not (workdir / "config.json").is_file():
-        raise UserError(f"{workdir} holds no config.json; is it a training run's --workdir?")
-    config = load_config(str(workdir / "config.json"), overrides)
+    config = run_config(workdir, overrides) if config is None else config
     exp = build_experiment(config)
     mesh = make_mesh()
     # Restoring needs a state of the right structure; the optimizer only shapes opt_state.

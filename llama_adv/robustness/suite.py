@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -11,24 +12,19 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from llama_adv.config import set_value
 from llama_adv.errors import UserError
 from llama_adv.robustness import report
-from llama_adv.robustness.advsets import load_adversarial_set
+from llama_adv.robustness.advsets import check_labels, load_adversarial_set
 from llama_adv.robustness.charlevel import deepwordbug
 from llama_adv.robustness.classifier import Classifier, TextCodec, token_field
 from llama_adv.robustness.embedding import embedding_curve, make_attack_step, parse_attack
-from llama_adv.robustness.loading import LoadedRun, load_run
+from llama_adv.robustness.loading import LoadedRun, load_run, run_config
 from llama_adv.robustness.metrics import Outcomes, summarize
 from llama_adv.robustness.noise import noisy_texts
 from llama_adv.robustness.substitution import run_hotflip
+from llama_adv.robustness.validate import SUITES, validate_robustness_config
 from llama_adv.train.evaluate import bleu_unsupported
-
-SUITES = {
-    "default": ("embedding", "hotflip", "deepwordbug", "noise", "adv_set"),
-    "embedding": ("embedding",),
-    "discrete": ("hotflip", "deepwordbug", "noise", "adv_set"),
-    "noise": ("noise",),
-}
 
 
 def _seq2seq_setup(run: LoadedRun, split) -> tuple[dict[str, Any], str]:
@@ -100,13 +96,12 @@ def _examples(name, texts, adv_texts, labels, clean, adv, count) -> list[dict]:
 
 
 def _discrete(
-    run: LoadedRun, split, n: int, families, skipped: dict[str, str]
+    run: LoadedRun, split, n: int, families, clf: Classifier, codec: TextCodec | None
 ) -> tuple[dict, list[dict]]:
     """Token, character and noise attacks on the first ``n`` examples (classification);
-    attacks that cannot run on ``split`` are added to ``skipped`` with the reason."""
+    ``codec`` is None when the split has no texts (then only HotFlip runs)."""
     rc, exp = run.config.robustness, run.exp
     field = token_field(split.arrays)
-    clf = Classifier(exp.model, exp.task, run.params, field, rc.batch_size, exp.dataset.vocab_size)
     tokens, labels = split.arrays[field][:n], split.arrays["label"][:n]
     clean_pred = clf.predict(tokens)
     clean_ok = clean_pred == labels
@@ -138,14 +133,6 @@ def _discrete(
             adv_pred,
             rc.num_saved_examples,
         )
-
-    codec = None
-    if {"deepwordbug", "noise"} & set(families):
-        if split.texts is None:
-            why = "needs the split's texts; this split has none"
-            skipped.update({f: why for f in ("deepwordbug", "noise") if f in families})
-        else:
-            codec = TextCodec(tok, split, field)
 
     if codec is not None and "deepwordbug" in families:
         t0 = time.perf_counter()
@@ -182,73 +169,122 @@ def _discrete(
     return results, examples
 
 
-def _adv_set(run: LoadedRun, split, path: str, task: str) -> dict:
+@dataclasses.dataclass
+class AdvSet:
+    """An adversarial set read before any attack: its file, task key, texts and labels."""
+
+    path: str
+    task: str
+    texts: list[str]
+    labels: list[int]
+
+    @property
+    def name(self) -> str:
+        return f"adv_set:{Path(self.path).name}" + (
+            f":{self.task}" if self.path.endswith(".json") else ""
+        )
+
+
+def _adv_set(run: LoadedRun, split, adv: AdvSet, clf: Classifier, codec: TextCodec) -> dict:
     """Accuracy on an external adversarial set beside the clean split's accuracy."""
-    rc, exp = run.config.robustness, run.exp
     field = token_field(split.arrays)
-    clf = Classifier(exp.model, exp.task, run.params, field, rc.batch_size, exp.dataset.vocab_size)
-    texts, labels = load_adversarial_set(path, task)
-    codec = TextCodec(exp.dataset.tokenizer, split, field)
-    acc = float(np.mean(clf.predict(codec.encode(texts)) == np.asarray(labels)))
+    acc = float(np.mean(clf.predict(codec.encode(adv.texts)) == np.asarray(adv.labels)))
     clean = float(np.mean(clf.predict(split.arrays[field]) == split.arrays["label"]))
-    name = f"adv_set:{Path(path).name}" + (f":{task}" if path.endswith(".json") else "")
     return {
-        name: {
+        adv.name: {
             "accuracy": acc,
-            "num_examples": len(texts),
+            "num_examples": len(adv.texts),
             "clean_accuracy": clean,
             "clean_examples": len(split),
         }
     }
 
 
-def _classification_attacks(
-    run: LoadedRun, split, n: int, families, adv_set: tuple[str, str], skipped: dict[str, str]
-) -> tuple[dict[str, Any], list[dict]]:
-    """The suite's discrete attacks (narrowed by the config's lists) and the adversarial set
-    ``adv_set`` = ``(path or "", task key)``: ``({"attacks": ..., "adv_sets": ...},
-    examples)``. They need a classification run; otherwise each is added to ``skipped``."""
+def _wanted(run: LoadedRun, families, adv: AdvSet | None) -> list[str]:
+    """The suite's discrete families narrowed by the config's lists, then ``adv_set`` when a
+    set is given (whatever the suite)."""
     rc = run.config.robustness
     wanted = [f for f in families if f in rc.discrete_attacks or (f == "noise" and rc.noise)]
-    if "adv_set" in families and adv_set[0]:
-        wanted.append("adv_set")
-    if run.exp.task.head != "classification":
-        why = f"needs a classification task; this run's task is {run.config.task.name}"
-        skipped.update(dict.fromkeys(wanted, why))
-        return {}, []
-    parts: dict[str, Any] = {}
-    examples: list[dict] = []
-    attacks = [f for f in wanted if f != "adv_set"]
-    if attacks:
-        parts["attacks"], examples = _discrete(run, split, n, attacks, skipped)
-    if "adv_set" in wanted:
-        parts["adv_sets"] = _adv_set(run, split, *adv_set)
-    return parts, examples
+    return wanted + (["adv_set"] if adv is not None else [])
 
 
-def run_robustness(
+@dataclasses.dataclass
+class Prepared:
+    """A run's resolved, validated robustness config and its adversarial set, ready to attack;
+    nothing has been built or written yet."""
+
+    workdir: Path
+    config: Any
+    suite: str
+    adv: AdvSet | None
+
+
+def prepare(
     workdir: str | Path,
     *,
     suite: str | None = None,
     limit: int | None = None,
     adv_set: str | None = None,
     adv_task: str | None = None,
-    command: str = "",
     overrides: tuple[str, ...] = (),
-) -> dict[str, Any]:
-    """Attacks the best checkpoint of ``workdir``; writes ``workdir/robustness/`` and returns
-    the results. Arguments left as None come from the run's ``config.robustness``."""
-    run = load_run(workdir, overrides)
-    rc = run.config.robustness
-    suite = suite or rc.suite
-    if suite not in SUITES:
-        raise UserError(f"Unknown robustness suite {suite!r}; valid: {', '.join(SUITES)}.")
+) -> Prepared:
+    """Resolves the run's ``robustness`` section (the arguments override it), validates it and
+    reads the adversarial set, so that bad input fails before any attack runs.
+
+    Raises:
+      UserError: one line naming the bad argument, field or file.
+    """
+    if suite is not None and suite not in SUITES:
+        raise UserError(f"--suite {suite!r} is unknown; valid: {', '.join(SUITES)}.")
+    if limit is not None and limit < 0:
+        raise UserError(f"--limit must be >= 0 (0 = every example), got {limit}.")
+    config = run_config(workdir, overrides)
+    for key, value in (("suite", suite), ("limit", limit), ("adv_set", adv_set),
+                       ("adv_task", adv_task)):  # fmt: skip
+        if value is not None:
+            set_value(config, f"robustness.{key}", value)
+    rc = config.robustness
+    validate_robustness_config(rc)
+    adv = None
+    if rc.adv_set:
+        adv = AdvSet(rc.adv_set, rc.adv_task, *load_adversarial_set(rc.adv_set, rc.adv_task))
+    return Prepared(Path(workdir), config, rc.suite, adv)
+
+
+def attack(prepared: Prepared, command: str = "") -> dict[str, Any]:
+    """Runs the prepared suite on the run's best checkpoint; writes ``workdir/robustness/``."""
+    workdir, adv = prepared.workdir, prepared.adv
+    run = load_run(workdir, config=prepared.config)
+    rc, exp = run.config.robustness, run.exp
+    suite = prepared.suite
     families = SUITES[suite]
-    limit = rc.limit if limit is None else limit
     split_name = rc.split or run.config.eval.split
-    split = run.exp.dataset.split(split_name)
-    n = len(split) if not limit else min(limit, len(split))
+    split = exp.dataset.split(split_name)
+    n = len(split) if not rc.limit else min(rc.limit, len(split))
     rng = jax.random.key(rc.seed)
+
+    # Everything that can refuse the run is checked before the first attack.
+    skipped: dict[str, str] = {}  # attack or metric -> why it was not run
+    wanted = _wanted(run, families, adv)
+    clf = codec = None
+    if exp.task.head != "classification":
+        why = f"needs a classification task; this run's task is {run.config.task.name}"
+        skipped.update(dict.fromkeys(wanted, why))
+        wanted = []
+    else:
+        if adv is not None:
+            check_labels(adv.path, adv.labels, exp.dataset.num_classes)
+        texts = [f for f in ("deepwordbug", "noise", "adv_set") if f in wanted]
+        if texts and split.texts is None:
+            why = "needs the split's texts; this split has none"
+            skipped.update(dict.fromkeys(texts, why))
+            wanted = [f for f in wanted if f not in texts]
+        elif texts:
+            codec = TextCodec(exp.dataset.tokenizer, split, token_field(split.arrays), check=n)
+        if wanted:
+            field = token_field(split.arrays)
+            vocab = exp.dataset.vocab_size
+            clf = Classifier(exp.model, exp.task, run.params, field, rc.batch_size, vocab)
 
     t0 = time.perf_counter()
     results: dict[str, Any] = {
@@ -262,7 +298,6 @@ def run_robustness(
         "suite": suite,
         "scope": rc.scope,
     }
-    skipped: dict[str, str] = {}  # attack or metric -> why it was not run
     if "embedding" in families:
         seq2seq, no_bleu = _seq2seq_setup(run, split)
         if no_bleu:
@@ -270,11 +305,12 @@ def run_robustness(
         if "streams" in seq2seq:
             results["perturbed_streams"] = list(seq2seq["streams"])
         results["embedding"] = _embedding(run, split, n, rng, seq2seq)
-    adv_path = rc.adv_set if adv_set is None else adv_set
-    parts, examples = _classification_attacks(
-        run, split, n, families, (adv_path, adv_task or rc.adv_task), skipped
-    )
-    results.update(parts)
+    examples: list[dict] = []
+    attacks = [f for f in wanted if f != "adv_set"]
+    if attacks:
+        results["attacks"], examples = _discrete(run, split, n, attacks, clf, codec)
+    if "adv_set" in wanted:
+        results["adv_sets"] = _adv_set(run, split, adv, clf, codec)
     for name, why in skipped.items():
         print(f"robustness: skipped {name}: {why}")
     results["skipped"] = skipped
@@ -286,18 +322,45 @@ def run_robustness(
     return results
 
 
+def run_robustness(
+    workdir: str | Path,
+    *,
+    suite: str | None = None,
+    limit: int | None = None,
+    adv_set: str | None = None,
+    adv_task: str | None = None,
+    command: str = "",
+    overrides: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Attacks the best checkpoint of ``workdir``; writes ``workdir/robustness/`` and returns
+    the results. Arguments left as None come from the run's ``config.robustness``. An
+    adversarial set (``adv_set`` or ``robustness.adv_set``) is evaluated with every suite;
+    ``suite="advset"`` evaluates it alone. Bad input raises UserError before any attack runs
+    and before anything is written."""
+    prepared = prepare(
+        workdir, suite=suite, limit=limit, adv_set=adv_set, adv_task=adv_task, overrides=overrides
+    )
+    return attack(prepared, command)
+
+
+def _saved_results(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        why = f"{path} is not valid JSON ({error}); pass --rerun to attack the run again."
+        raise UserError(why) from None
+
+
 def compare_runs(
     workdirs: list[str], outdir: str | Path, *, command: str = "", rerun: bool = False, **kwargs
 ) -> list[dict[str, Any]]:
     """Puts several runs in one table and one plot under ``outdir``; a run that already
-    has ``robustness/results.json`` is reused unless ``rerun``."""
-    runs = []
-    for w in workdirs:
-        path = Path(w) / "robustness" / "results.json"
-        if path.is_file() and not rerun:
-            runs.append(json.loads(path.read_text()))
-        else:
-            runs.append(run_robustness(w, command=command, **kwargs))
+    has ``robustness/results.json`` is reused unless ``rerun``. Every run to attack is
+    prepared (validated, its adversarial set read) before the first attack."""
+    saved = {w: Path(w) / "robustness" / "results.json" for w in workdirs}
+    reuse = {w: _saved_results(p) for w, p in saved.items() if p.is_file() and not rerun}
+    prepared = {w: prepare(w, **kwargs) for w in workdirs if w not in reuse}
+    runs = [reuse[w] if w in reuse else attack(prepared[w], command) for w in workdirs]
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "compare.md").write_text(report.compare_markdown(runs, command))

@@ -88,3 +88,19 @@ def lm_run(tmp_path_factory) -> Path:
     )  # fmt: skip
     train_and_evaluate(config, workdir)
     return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """Six steps of the tiny quickstart classifier: a real run for argument checks and for
+    the suites' plumbing (not quality)."""
+    from llama_adv.config import load_config
+    from llama_adv.train import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("runs") / "tiny"
+    config = load_config(
+        f"{REPO / 'configs' / 'quickstart.py'}:tiny",
+        ["eval.attack.method=none", "train.progress_bar=False", "robustness.batch_size=32"],
+    )
+    train_and_evaluate(config, workdir)
+    return workdir
