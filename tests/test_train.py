@@ -148,7 +148,7 @@ def test_token_tasks_train(quickstart_config, tmp_path, data, task):
         ("adv.method=fgn", r"Unknown adversarial method 'fgn'.*Did you mean 'fgm'.*Valid"),
         ("model.name=llama", r"Unknown model 'llama'.*Valid models: .*decoder"),
         ("data.name=sst3", r"Unknown dataset 'sst3'.*Valid datasets"),
-        ("task.name=regression", r"Unknown task 'regression'.*Valid tasks"),
+        ("task.name=regression", r"task.name='regression' is invalid.*classification, lm, seq2seq"),
         ("train.batch_size=6", r"train.batch_size=6 is not divisible by the 4 devices"),
         ("task.name=lm", r"classification dataset but task.name is 'lm'"),
     ],
