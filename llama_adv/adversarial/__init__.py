@@ -56,6 +56,7 @@ CHOICES = {
     "divergence": ("",) + DIVERGENCES,
     "radius_schedule": ("constant", "linear"),
     "dropout": ("",) + DROPOUT_MODES,
+    "linf_step": ("",) + geometry.LINF_STEPS,
 }
 # Methods whose every pass enters the loss: no attack pass that adv.dropout=eval could run
 # deterministic.

@@ -36,7 +36,8 @@ def init(rng: jax.Array, masks: dict, shapes: dict, opt: Options, magnitude, rad
 
 
 def step(delta: Delta, grads: Delta, masks: dict, opt: Options, step_size, radius) -> Delta:
-    """One ascent step on every stream: normalised step and projection onto the ball, or
+    """One ascent step on every stream: normalised step (L-inf: ``opt.linf_step``) and
+    projection onto the ball, or
     (``opt.projection == "sphere"``) raw step rescaled onto the sphere."""
     if opt.projection == "sphere":
         return {
@@ -47,7 +48,7 @@ def step(delta: Delta, grads: Delta, masks: dict, opt: Options, step_size, radiu
         }
     return {
         k: geometry.ascent_step(
-            delta[k], grads[k], masks[k], step_size, radius, opt.norm, opt.scope
+            delta[k], grads[k], masks[k], step_size, radius, opt.norm, opt.scope, opt.linf_step
         )
         for k in delta
     }

@@ -116,6 +116,7 @@ COMMON = {
     "inner": "ce",
     "divergence": "symmetric_kl",
     "projection": "ball",
+    "linf_step": "sign",
 }
 # adv.dropout: how an update's forward passes draw their dropout masks ("" = the method's).
 DROPOUT_MODES = ("shared", "fresh", "eval")
@@ -140,6 +141,7 @@ class Options:
     inner: str
     divergence: str
     projection: str
+    linf_step: str
 
     @classmethod
     def resolve(cls, config: mlc.ConfigDict, defaults: dict[str, Any]) -> Options:
@@ -235,7 +237,8 @@ class Method:
         o, masks = self.opt, self.masks(info)
         return {
             k: jax.lax.stop_gradient(
-                geometry.broadcast(radius) * geometry.normalize(v, masks[k], o.norm, o.scope)
+                geometry.broadcast(radius)
+                * geometry.normalize(v, masks[k], o.norm, o.scope, o.linf_step)
             )
             for k, v in directions.items()
         }

@@ -14,6 +14,8 @@ import jax.numpy as jnp
 
 NORMS = ("l2", "linf")
 SCOPES = ("example", "token")
+# L-inf ascent step: sign(g) (FGSM, PGD) or g / ||g||_inf in the scope (FreeLB, ALUM).
+LINF_STEPS = ("sign", "max_norm")
 TINY = 1e-12
 
 
@@ -57,12 +59,15 @@ def normalize(
     """Steepest-ascent direction of unit size.
 
     L2: ``g / ||g||_2``. L-inf: ``sign(g)`` (``linf_step="sign"``) or ``g / ||g||_inf``
-    (``"max"``, FreeLB's code), both with L-inf norm 1 in ``scope``.
+    (``"max_norm"``: FreeLB's L-inf code, ALUM's Algorithm 1), both with L-inf norm 1 in
+    ``scope`` (the max over the example's sequence or over each token's row).
     """
     grad = apply_mask(grad.astype(jnp.float32), mask)
     if kind == "linf":
         if linf_step == "sign":
             return jnp.sign(grad)
+        if linf_step != "max_norm":
+            raise ValueError(f"unknown linf_step {linf_step!r}; valid: {LINF_STEPS}")
         return grad / jnp.maximum(_per_scope(norm(grad, "linf", scope), scope), TINY)
     return grad / jnp.maximum(_per_scope(norm(grad, "l2", scope), scope), TINY)
 

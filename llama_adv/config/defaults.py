@@ -84,6 +84,8 @@ def adv_defaults() -> mlc.ConfigDict:
     c.radius_ramp_steps = 0  # linear schedule: steps to reach epsilon
     c.norm = ""  # l2 | linf ("" = method default: linf for fgsm/trades/smart/alum)
     c.scope = ""  # example: whole sequence is one vector | token: each row of d_model
+    # L-inf ascent step: sign | max_norm (g / ||g||_inf in the scope; freelb, smart, alum)
+    c.linf_step = ""
     c.projection = ""  # ball: project onto the eps-ball | sphere: rescale onto it (SMART/ALUM code)
     c.steps = -1  # ascent steps K (vat: power iterations); pgd 3, freelb 2, trades 10
     c.step_size = -1.0  # ascent step alpha; 0 = 2.5 * radius / K; freelb 0.1, smart/alum 1e-3

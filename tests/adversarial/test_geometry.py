@@ -86,3 +86,50 @@ def test_uniform_init_has_freelb_scaling():
     # U(-1, 1) * mag / sqrt(len * D): expected norm about mag / sqrt(3)
     mean = float(jnp.mean(geometry.norm(delta, "l2", "example")))
     assert abs(mean - 1 / np.sqrt(3)) < 0.02
+
+
+def _linf_opts(linf_step, scope):
+    from llama_adv.adversarial.base import COMMON, Options
+
+    return Options(**{**COMMON, "norm": "linf", "scope": scope, "linf_step": linf_step})
+
+
+@pytest.mark.parametrize("scope", ["example", "token"])
+def test_linf_steps_are_sign_or_max_normalised_and_stay_in_the_ball(scope):
+    from llama_adv.adversarial import ascent
+
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(3, 5, 4)).astype(np.float32) * np.array([1.0, 10.0, 0.1])[:, None, None]
+    mask = np.ones((3, 5), np.float32)
+    mask[0, 3:] = 0
+    zero = {"inputs": jnp.zeros(g.shape)}
+    grads, masks = {"inputs": jnp.asarray(g)}, {"inputs": jnp.asarray(mask)}
+    masked = g * mask[..., None]
+    axes = (1, 2) if scope == "example" else (2,)
+    expected = {
+        "sign": np.sign(masked),
+        "max_norm": masked / np.abs(masked).max(axis=axes, keepdims=True).clip(1e-12),
+    }
+    for rule, direction in expected.items():
+        opt = _linf_opts(rule, scope)
+        step = ascent.step(zero, grads, masks, opt, 0.05, 1.0)["inputs"]  # inside the ball
+        np.testing.assert_allclose(np.asarray(step), 0.05 * direction, rtol=1e-6, atol=1e-8)
+        big = ascent.step(zero, grads, masks, opt, 3.0, 0.2)["inputs"]  # projected
+        assert np.abs(np.asarray(big)).max() <= 0.2 * (1 + 1e-6)
+        assert np.all(np.asarray(big)[mask == 0] == 0)
+    # max_norm keeps the gradient's shape: each example (or token) reaches the step once
+    opt = _linf_opts("max_norm", scope)
+    peaks = np.abs(np.asarray(ascent.step(zero, grads, masks, opt, 0.05, 1.0)["inputs"]))
+    peaks = peaks.max(axis=axes)
+    live = np.ones(3, bool) if scope == "example" else mask > 0
+    np.testing.assert_allclose(peaks[live], 0.05, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name,rule",
+    [("freelb", "max_norm"), ("smart", "max_norm"), ("alum", "max_norm"),
+     ("pgd", "sign"), ("fgsm", "sign"), ("trades", "sign")],
+)  # fmt: skip
+def test_linf_step_defaults_follow_the_references(tiny, name, rule):
+    assert tiny.method(name).opt.linf_step == rule
+    assert tiny.method(name, linf_step="sign").opt.linf_step == "sign"

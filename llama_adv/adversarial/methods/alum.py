@@ -3,9 +3,10 @@
 One ascent step on ``KL(p(x + delta) || stopgrad p(x))`` from ``N(0, sigma^2)``
 (sigma 1e-5, step 1e-3), normalised per token in L-inf: by default the reference code's
 rescaling onto the sphere (``adv.projection = "sphere"``, radius ``adv.epsilon``); "ball"
-projects instead. ``alpha_adv = adv.weight_div``: 1 (fine-tuning; 10 for pre-training). The
-adversarial term is on whenever the method is ``alum`` (config validation refuses a zero
-weight), unlike the released script whose flag defaults to off.
+projects instead, after a ``g / ||g||_inf`` step per token (``adv.linf_step = max_norm``,
+Algorithm 1 of the paper). ``alpha_adv = adv.weight_div``: 1 (fine-tuning; 10 for
+pre-training). The adversarial term is on whenever the method is ``alum`` (config
+validation refuses a zero weight), unlike the released script whose flag defaults to off.
 
 Dropout: ``fresh`` by default (separate train-mode forwards in namisan/mt-dnn's
 ALUM code).
@@ -28,6 +29,7 @@ class ALUM(PGD):
         "init": "normal",
         "init_magnitude": 1e-5,
         "norm": "linf",
+        "linf_step": "max_norm",
         "scope": "token",
         "inner": "reverse_kl",
         "divergence": "symmetric_kl",

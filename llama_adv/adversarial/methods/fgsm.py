@@ -28,6 +28,7 @@ class FGSM(FGM):
         "weight_clean": 0.5,
         "weight_adv": 0.5,
         "norm": "linf",
+        "linf_step": "sign",
         "init": "uniform",
     }
 
@@ -49,7 +50,9 @@ class FGSM(FGM):
         step = self.opt.step_size if self.opt.step_size > 0 else 1.25 * radius
         return {
             k: jax.lax.stop_gradient(
-                geometry.ascent_step(start[k], g[k], masks[k], step, radius, o.norm, o.scope)
+                geometry.ascent_step(
+                    start[k], g[k], masks[k], step, radius, o.norm, o.scope, o.linf_step
+                )
             )
             for k in start
         }

@@ -4,7 +4,9 @@ accumulated over all ``K`` ascent iterates and one optimizer step.
 Each iterate's single backward gives both its parameter gradient and the gradient that
 moves ``delta``; ``delta_0`` is FreeLB's uniform init (``init_mag 0`` makes it clean).
 Defaults follow the RoBERTa launch scripts: K 2, adv_lr 0.1 (``adv.step_size``), init_mag
-0.5 (``adv.init_magnitude``), max_norm ``adv.epsilon`` (``adv.unbounded`` for 0). The same
+0.5 (``adv.init_magnitude``), max_norm ``adv.epsilon`` (``adv.unbounded`` for 0). Under
+L-inf the step is ``g / ||g||_inf`` per example (``adv.linf_step = max_norm``), as
+FreeLB's L-inf code normalises it; ``sign`` is the alternative. The same
 dropout key serves every pass of the update by default (``adv.dropout = shared``): the
 reference code (zhuchen03/FreeLB) reuses one dropout mask across the ascent iterates.
 ``eval`` is refused: every iterate's one pass is both the attack and the loss.
@@ -30,6 +32,7 @@ class FreeLB(Method):
         "init": "uniform",
         "init_magnitude": 0.5,
         "norm": "l2",
+        "linf_step": "max_norm",
         "weight_clean": 0.0,
         "weight_adv": 1.0,
         "weight_div": 0.0,

@@ -29,6 +29,7 @@ class PGD(Method):
         "init": "uniform",
         "init_magnitude": None,  # None: the radius
         "norm": "l2",
+        "linf_step": "sign",
     }
 
     def __init__(self, config, task):

@@ -10,7 +10,9 @@ the paper).
 ``lambda_s = adv.weight_div``, ``mu = adv.smart.weight_breg``.
 
 Inner: ``K`` (1) steps on ``KL(p(x + delta) || stopgrad p(x))`` from ``N(0, sigma^2)``,
-sigma 1e-5, step 1e-3, L-inf per token projected onto the ``eps`` ball; the public code's
+sigma 1e-5, step 1e-3, L-inf per token projected onto the ``eps`` ball, each step
+``g / ||g||_inf`` per token (``adv.linf_step = max_norm``, as the code's normalisation and
+ALUM's Algorithm 1; ``sign`` is the alternative); the public code's
 per-token rescaling onto the sphere is ``adv.projection = "sphere"`` (with epsilon 1 it is
 that code's unit sphere). Passes: ``(K + 2)`` forwards and ``(K + 1)`` backwards, plus the
 teacher forward.
@@ -41,6 +43,7 @@ class SMART(PGD):
         "init": "normal",
         "init_magnitude": 1e-5,
         "norm": "linf",
+        "linf_step": "max_norm",
         "scope": "token",
         "inner": "reverse_kl",
         "divergence": "symmetric_kl",

@@ -1,7 +1,8 @@
 """``trades`` (Zhang et al. 2019): ``L(x) + beta KL(p(x) || p(x + delta))``.
 
 ``delta`` from ``K`` L-inf sign steps on ``KL(stopgrad p(x) || p(x + delta))`` starting at
-``0.001 * N(0, 1)``; ``beta = adv.weight_div``. The outer KL is differentiated through
+``0.001 * N(0, 1)`` (``adv.linf_step = sign``, the reference's ``torch.sign(grad)``);
+``beta = adv.weight_div``. The outer KL is differentiated through
 both sides, as in the reference code. Defaults: K 10, beta 1, L-inf, step ``2.5 eps / K``.
 
 Dropout: ``eval`` by default, as the reference (yaodongyu/TRADES, ``trades.py``) attacks
@@ -26,6 +27,7 @@ class TRADES(PGD):
         "init": "normal",
         "init_magnitude": 1e-3,
         "norm": "linf",
+        "linf_step": "sign",
         "inner": "kl",
         "divergence": "kl",
     }

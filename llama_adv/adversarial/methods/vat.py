@@ -96,7 +96,8 @@ class VAT(Method):
         d, _ = jax.lax.scan(body, d, jnp.arange(o.steps))
         return {
             k: jax.lax.stop_gradient(geometry.apply_mask(geometry.project(
-                geometry.broadcast(radius) * geometry.normalize(d[k], masks[k], o.norm, o.scope),
+                geometry.broadcast(radius)
+                * geometry.normalize(d[k], masks[k], o.norm, o.scope, o.linf_step),
                 radius, o.norm, o.scope), masks[k]))
             for k in d
         }  # fmt: skip
