@@ -17,6 +17,7 @@ from llama_adv.adversarial.methods.fgm_vat import FGMVAT
 from llama_adv.adversarial.methods.fgsm import FGSM
 from llama_adv.adversarial.methods.freeat import FreeAT
 from llama_adv.adversarial.methods.freelb import FreeLB
+from llama_adv.adversarial.methods.neftune import NEFTune
 from llama_adv.adversarial.methods.pgd import PGD
 from llama_adv.adversarial.methods.random import RandomPerturbation
 from llama_adv.adversarial.methods.smart import SMART
@@ -40,6 +41,7 @@ METHODS.register("fgm_vat")(FGMVAT)
 METHODS.register("alum")(ALUM)
 METHODS.register("trades")(TRADES)
 METHODS.register("adaptive")(Adaptive)
+METHODS.register("neftune")(NEFTune)
 
 # Methods whose ascent loop runs adv.steps times (VAT: power iterations).
 ITERATIVE = ("pgd", "freelb", "smart", "vat", "fgm_vat", "alum", "trades")
@@ -60,7 +62,7 @@ CHOICES = {
 }
 # Methods whose every pass enters the loss: no attack pass that adv.dropout=eval could run
 # deterministic.
-NO_ATTACK_PASS = ("random", "freelb", "freeat")
+NO_ATTACK_PASS = ("random", "freelb", "freeat", "neftune")
 
 
 def _fail(field: str, message: str) -> UserError:
@@ -134,6 +136,8 @@ def _validate_sections(config: mlc.ConfigDict) -> None:
                 "smart.ema_switch_step",
                 f"must be >= 0 (or -1: 10% of training), got {s.ema_switch_step}.",
             )
+    if method == "neftune" and not config.neftune.alpha >= 0:
+        raise _fail("neftune.alpha", f"must be >= 0 (noise scale), got {config.neftune.alpha}.")
     if method == "adaptive":
         a = config.adaptive
         if a.base not in BASES:

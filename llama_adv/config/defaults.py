@@ -76,7 +76,7 @@ def data_defaults() -> mlc.ConfigDict:
 def adv_defaults() -> mlc.ConfigDict:
     # -1 (numbers) and "" (strings) mean "the method's own default" (METHODS.md table).
     c = mlc.ConfigDict()
-    # none|random|fgsm|fgm|pgd|freeat|freelb|smart|vat|fgm_vat|alum|trades|adaptive
+    # none|random|fgsm|fgm|pgd|freeat|freelb|smart|vat|fgm_vat|alum|trades|adaptive|neftune
     c.method = "none"
     c.epsilon = 1.0  # perturbation radius (adaptive: every example's starting radius)
     c.unbounded = False  # no projection at all (FreeLB's max_norm 0); needs adv.step_size
@@ -114,6 +114,8 @@ def adv_defaults() -> mlc.ConfigDict:
     c.smart.ema_early = 0.99  # teacher EMA decay before ema_switch_step
     c.smart.ema_late = 0.999  # teacher EMA decay from ema_switch_step on
     c.smart.ema_switch_step = -1  # -1: after 10% of train.num_steps, as in the paper
+    c.neftune = mlc.ConfigDict()
+    c.neftune.alpha = 5.0  # noise U(-1, 1) * alpha / sqrt(L_i * d) (Jain et al. 2023: 5)
     c.adaptive = mlc.ConfigDict()
     c.adaptive.base = "pgd"  # attack and loss of each example at its radius: pgd | fgm | freelb
     c.adaptive.rule = "one"  # one: one attack per step | iaat: Balaji et al.'s extra check
