@@ -6,7 +6,8 @@ A method sees only an ``objective`` closed over one batch,
 
 where ``delta`` is ``{stream: [B, L, D]}`` for the perturbed streams (missing streams are
 unperturbed) and ``rng`` the pass's dropout key (``None``: a deterministic, eval-mode
-pass), plus a :class:`BatchInfo`. It returns parameter gradients and metrics. It
+pass; a keyword ``detach_embeddings=True`` stops this pass's gradient into the embedding
+table), plus a :class:`BatchInfo`. It returns parameter gradients and metrics. It
 knows nothing of models, devices or datasets.
 
 Options shared by all methods (``adv.steps``, ``adv.norm``, loss weights, ...) use a
@@ -344,6 +345,9 @@ class Method:
 
     #: whether the ``w_div`` term's gradient flows through the clean outputs (VAT: no)
     div_through_clean: bool = True
+    #: whether the perturbed pass of :meth:`descent_grads` runs on detached embeddings
+    #: (``objective(..., detach_embeddings=True)``; R3F as fairseq)
+    detach_perturbed: bool = False
 
     def clean_forward(self, objective, params, rng):
         """The clean forward pass, kept differentiable without a second forward.
@@ -372,7 +376,10 @@ class Method:
         delta = jax.tree.map(jax.lax.stop_gradient, delta)
 
         def loss_fn(p, clean):
-            per_adv, adv_out = objective(p, delta, rng)
+            if self.detach_perturbed:
+                per_adv, adv_out = objective(p, delta, rng, detach_embeddings=True)
+            else:
+                per_adv, adv_out = objective(p, delta, rng)
             div_clean = clean if self.div_through_clean else jax.lax.stop_gradient(clean)
             terms = {
                 "clean": self.clean_term(clean, info),

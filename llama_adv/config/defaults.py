@@ -114,6 +114,8 @@ def adv_defaults() -> mlc.ConfigDict:
     c.smart.ema_early = 0.99  # teacher EMA decay before ema_switch_step
     c.smart.ema_late = 0.999  # teacher EMA decay from ema_switch_step on
     c.smart.ema_switch_step = -1  # -1: after 10% of train.num_steps, as in the paper
+    c.random = mlc.ConfigDict()
+    c.random.detach = True  # R3F's noisy pass on detached embeddings (fairseq); False: not
     c.neftune = mlc.ConfigDict()
     c.neftune.alpha = 5.0  # noise U(-1, 1) * alpha / sqrt(L_i * d) (Jain et al. 2023: 5)
     c.adaptive = mlc.ConfigDict()

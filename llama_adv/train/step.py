@@ -30,11 +30,14 @@ def make_objective(model: Model, task: Task, batch: dict, masks: dict):
 
     The embedding lookup happens inside, so the gradient reaches the embedding table;
     ``delta`` is masked again here so that no method can perturb padding. ``rng=None``
-    runs the model deterministically (no dropout).
+    runs the model deterministically (no dropout); ``detach_embeddings=True`` keeps the
+    gradient of this pass out of the embedding table (fairseq's R3F noisy branch).
     """
 
-    def objective(params, delta, rng):
+    def objective(params, delta, rng, detach_embeddings=False):
         embedded = model.embed(params, batch)
+        if detach_embeddings:  # no gradient to the embedding table from this pass (R3F)
+            embedded = jax.tree.map(jax.lax.stop_gradient, embedded)
         embedded = {
             k: v + (delta[k] * masks[k][..., None]).astype(v.dtype) if k in delta else v
             for k, v in embedded.items()

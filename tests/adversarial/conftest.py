@@ -134,8 +134,8 @@ class Toy:
     def setup(self, task, batch=None, step: int = 0):
         batch = self.batch if batch is None else batch
 
-        def objective(params, delta, rng):
-            out = {"logits": self.logits(params, delta)}
+        def objective(params, delta, rng, detach_embeddings=False):
+            out = {"logits": self.logits(params, delta)}  # e is fixed: nothing to detach
             return task.loss(out, batch), out
 
         info = BatchInfo(

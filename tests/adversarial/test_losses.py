@@ -148,3 +148,25 @@ def test_ascent_scan_iterates_match_final(tiny, toy):
         rng_at=lambda t: jax.random.key(0), record=True,
     )  # fmt: skip
     np.testing.assert_array_equal(final["inputs"], iterates["inputs"][-1])
+
+
+def test_r3f_noisy_branch_is_detached_from_the_embedding_table(tiny):
+    """fairseq's R3F: the noisy pass runs on detached embeddings. Detaching changes the
+    embedding table's gradient only; every other parameter gets the same gradient."""
+    params, batch = tiny.params(), tiny.batch(8)
+    objective, info = tiny.setup(params, batch)
+    rng = jax.random.key(2)
+
+    def grads(detach):
+        method = tiny.method("random", random__detach=detach, init_magnitude=0.1, dropout="shared")
+        g = jax.jit(lambda p: method.grads(objective, p, info, rng, {})[0])(params)
+        return dict(jax.tree_util.tree_flatten_with_path(g)[0])
+
+    detached, attached = grads(True), grads(False)
+    changed = [
+        jax.tree_util.keystr(path)
+        for path in detached
+        if not np.allclose(detached[path], attached[path], rtol=1e-5, atol=1e-8)
+    ]
+    assert changed and all("embed" in name for name in changed), changed
+    assert tiny.method("random").detach_perturbed  # the default, as fairseq

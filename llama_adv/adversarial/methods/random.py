@@ -8,6 +8,12 @@ that is the random-perturbation baseline of Miyato et al. (2017): ``L(x) + L(x +
 
 No inner maximisation: two forwards and one backward through both.
 
+The noisy forward runs on detached embeddings by default (``adv.random.detach``), as
+fairseq's R3F (``examples/rxf/rxf_src/sentence_prediction_r3f.py``: ``noised_embeddings =
+token_embeddings.detach().clone() + noise``): the embedding table gets gradient from the
+clean branch only; ``adv.random.detach = False`` lets both branches reach it (this
+framework's behaviour before).
+
 Dropout: ``fresh`` by default: fairseq's R3F (``examples/rxf``, ``SentencePredictionR3F``)
 runs the clean and the noisy forward as two train-mode calls, so each has its own mask.
 """
@@ -33,6 +39,10 @@ class RandomPerturbation(Method):
         "init_magnitude": 1e-5,
         "divergence": "symmetric_kl",
     }
+
+    def __init__(self, config, task):
+        super().__init__(config, task)
+        self.detach_perturbed = bool(config.random.detach)
 
     def noise(self, rng, info: BatchInfo):
         """``{stream: [B, L, D]}`` element-wise noise of scale sigma (or, ``sphere``, a
