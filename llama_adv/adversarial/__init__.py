@@ -8,7 +8,14 @@ from __future__ import annotations
 import ml_collections as mlc
 
 from llama_adv.adversarial import geometry
-from llama_adv.adversarial.base import DROPOUT_MODES, BatchInfo, Method, Options
+from llama_adv.adversarial.base import (
+    AUTO_NUMBER,
+    AUTO_STRING,
+    DROPOUT_MODES,
+    BatchInfo,
+    Method,
+    Options,
+)
 from llama_adv.adversarial.methods.adaptive import BASES, Adaptive
 from llama_adv.adversarial.methods.alum import ALUM
 from llama_adv.adversarial.methods.clean import NoAdversary
@@ -63,6 +70,11 @@ CHOICES = {
 # Methods whose every pass enters the loss: no attack pass that adv.dropout=eval could run
 # deterministic.
 NO_ATTACK_PASS = ("random", "freelb", "freeat", "neftune")
+# Common options a method never reads: setting one is an error, not a silent no-op.
+IGNORED = {
+    # the loss is the mean over ascent iterates of L(x + delta_t); the ascent maximises it
+    "freelb": ("weight_clean", "weight_adv", "weight_div", "inner", "divergence"),
+}
 
 
 def _fail(field: str, message: str) -> UserError:
@@ -91,6 +103,13 @@ def validate_adv_config(config: mlc.ConfigDict, streams: tuple[str, ...]) -> Non
     if iterative and opt.steps < 1:
         raise _fail("steps", f"must be >= 1 for the iterative method {method!r}, got {opt.steps}.")
     base = config.adaptive.base if method == "adaptive" else method
+    for field in IGNORED.get(base, ()):
+        if config[field] not in (AUTO_NUMBER, AUTO_STRING):
+            raise _fail(
+                field,
+                f"is not used by {base!r} (its loss is the mean of the ascent iterates' "
+                f"losses); leave it at its default, got {config[field]!r}.",
+            )
     if config.dropout == "eval" and base in NO_ATTACK_PASS:
         raise _fail(
             "dropout",

@@ -19,19 +19,22 @@ from llama_adv.adversarial.base import Delta, Options
 InnerLoss = Callable[[Delta, jax.Array], jax.Array]
 
 
-def init(rng: jax.Array, masks: dict, shapes: dict, opt: Options, magnitude, radius) -> Delta:
+def init(
+    rng: jax.Array, masks: dict, shapes: dict, opt: Options, magnitude, radius, *, project=True
+) -> Delta:
     """The starting perturbation of ``opt.init`` kind, inside the ball, zero where masked.
 
     Args:
       magnitude: init magnitude (scalar or ``[B]``); for ``uniform`` under L2 the FreeLB
         scaling ``U(-1, 1) * mag / sqrt(len * D)`` applies, under L-inf ``U(-mag, mag)``.
-      radius: scalar or ``[B]``; the start is projected onto this ball.
+      radius: scalar or ``[B]``; the start is projected onto this ball (unless
+        ``project=False``: FreeLB's reference starts unprojected).
     """
     keys = dict(zip(shapes, jax.random.split(rng, len(shapes)), strict=True))
     out = {}
     for k, shape in shapes.items():
         delta = geometry.init(keys[k], shape, masks[k], opt.init, magnitude, norm_kind=opt.norm)
-        out[k] = geometry.project(delta, radius, opt.norm, opt.scope)
+        out[k] = geometry.project(delta, radius, opt.norm, opt.scope) if project else delta
     return out
 
 

@@ -65,9 +65,10 @@ class BatchInfo:
     def local_mean(self, per_example: jax.Array) -> jax.Array:
         """This device's share of the global batch mean: ``sum(x) / global denominator``.
 
-        Differentiate this; the train step sums gradients over devices.
+        Differentiate this; the train step sums gradients over devices. A batch with no
+        labelled example (denominator 0) contributes 0, never NaN.
         """
-        return jnp.sum(per_example) / self.denominator
+        return jnp.sum(per_example) / jnp.maximum(self.denominator, 1e-9)
 
     def local_div_mean(self, per_example: jax.Array) -> jax.Array:
         """Like :meth:`local_mean` for divergence terms, over every example that has one."""

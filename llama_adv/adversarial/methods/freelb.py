@@ -2,7 +2,8 @@
 accumulated over all ``K`` ascent iterates and one optimizer step.
 
 Each iterate's single backward gives both its parameter gradient and the gradient that
-moves ``delta``; ``delta_0`` is FreeLB's uniform init (``init_mag 0`` makes it clean).
+moves ``delta``; ``delta_0`` is FreeLB's uniform init (``init_mag 0`` makes it clean), not
+projected before the first forward (the reference projects only after each ascent step).
 Defaults follow the RoBERTa launch scripts: K 2, adv_lr 0.1 (``adv.step_size``), init_mag
 0.5 (``adv.init_magnitude``), max_norm ``adv.epsilon`` (``adv.unbounded`` for 0). Under
 L-inf the step is ``g / ||g||_inf`` per example (``adv.linf_step = max_norm``), as
@@ -52,7 +53,7 @@ class FreeLB(Method):
         o = self.opt
         return ascent.init(
             jax.random.fold_in(rng, NOISE_STREAM), self.masks(info), info.shapes, o,
-            o.init_magnitude, radius,
+            o.init_magnitude, radius, project=False,
         )  # fmt: skip
 
     def attack(self, objective, params, info: BatchInfo, rng, radius, clean_out=None):

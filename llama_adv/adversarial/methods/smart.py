@@ -6,7 +6,8 @@ Loss ``L(x) + lambda_s max_delta KL_sym(p(x), p(x + delta)) + mu D_breg`` with
 ``teacher <- beta * teacher + (1 - beta) * theta`` after every update, beta
 ``adv.smart.ema_early`` (0.99) before ``adv.smart.ema_switch_step`` and
 ``adv.smart.ema_late`` (0.999) after (default -1: after 10% of ``train.num_steps``, as in
-the paper).
+the paper). With ``adv.begin_step > 0`` the teacher is set to the student at that step (the
+first adversarial update), so that it never lags behind the clean warm-up.
 ``lambda_s = adv.weight_div``, ``mu = adv.smart.weight_breg``.
 
 Inner: ``K`` (1) steps on ``KL(p(x + delta) || stopgrad p(x))`` from ``N(0, sigma^2)``,
@@ -82,6 +83,13 @@ class SMART(PGD):
         return term
 
     def update(self, objective, params, opt_state, info: BatchInfo, rng, state, descend):
+        begin = int(self.config.get("begin_step", 0))
+        if begin > 0:  # the adversary starts now: the teacher starts at the student
+            state = {
+                "teacher": jax.tree.map(
+                    lambda t, p: jnp.where(info.step == begin, p, t), state["teacher"], params
+                )
+            }
         radius = self.radius(info)
         clean_rng = self.rng_at(rng, 0)
         clean_out, pullback = self.clean_forward(objective, params, clean_rng)
