@@ -138,13 +138,18 @@ def train_and_evaluate(
     with workdir_lock(workdir):
         try:
             return _train_locked(config, workdir, exp, overwrite)
-        except KeyboardInterrupt:  # before the training loop began: nothing to save
-            raise UserError("Interrupted before training started; nothing was saved.") from None
+        except KeyboardInterrupt:  # outside the training loop (or a second Ctrl-C)
+            raise UserError(
+                "Interrupted; run the same command again to resume from the newest readable "
+                "checkpoint."
+            ) from None
 
 
 def _train_locked(
     config: mlc.ConfigDict, workdir: Path, exp: Experiment, overwrite: bool
 ) -> dict[str, Any]:
+    """What ``train_and_evaluate`` does once it holds the workdir's lock: checks the run
+    in it (or clears it), then returns a finished run's summary or trains."""
     resolved = to_json(config)
     changed: list[str] = []
     old = None
@@ -315,8 +320,6 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
         at = int(jax.device_get(state.step))
         pending[:] = [(s, m) for s, m in pending if s <= at]
         fetch()
-        for s in [s for s in checked if s > at]:
-            del checked[s]
         log(at)
         save()
         raise UserError(
