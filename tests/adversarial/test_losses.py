@@ -170,3 +170,4 @@ def test_r3f_noisy_branch_is_detached_from_the_embedding_table(tiny):
     ]
     assert changed and all("embed" in name for name in changed), changed
     assert tiny.method("random").detach_perturbed  # the default, as fairseq
+    assert not tiny.method("random", init="sphere").detach_perturbed  # Miyato's baseline

@@ -12,7 +12,8 @@ The noisy forward runs on detached embeddings by default (``adv.random.detach``)
 fairseq's R3F (``examples/rxf/rxf_src/sentence_prediction_r3f.py``: ``noised_embeddings =
 token_embeddings.detach().clone() + noise``): the embedding table gets gradient from the
 clean branch only; ``adv.random.detach = False`` lets both branches reach it (this
-framework's behaviour before).
+framework's behaviour before). ``init = "sphere"`` (Miyato et al.'s random baseline, whose
+perturbed loss trains the embeddings) never detaches.
 
 Dropout: ``fresh`` by default: fairseq's R3F (``examples/rxf``, ``SentencePredictionR3F``)
 runs the clean and the noisy forward as two train-mode calls, so each has its own mask.
@@ -42,7 +43,8 @@ class RandomPerturbation(Method):
 
     def __init__(self, config, task):
         super().__init__(config, task)
-        self.detach_perturbed = bool(config.random.detach)
+        # Miyato's sphere baseline trains the embeddings through L(x + z): never detached.
+        self.detach_perturbed = bool(config.random.detach) and self.opt.init != "sphere"
 
     def noise(self, rng, info: BatchInfo):
         """``{stream: [B, L, D]}`` element-wise noise of scale sigma (or, ``sphere``, a
