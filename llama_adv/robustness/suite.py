@@ -23,7 +23,7 @@ from llama_adv.robustness.loading import LoadedRun, load_run, run_config
 from llama_adv.robustness.metrics import Outcomes, summarize
 from llama_adv.robustness.noise import noisy_texts
 from llama_adv.robustness.substitution import run_hotflip
-from llama_adv.robustness.validate import SUITES, validate_robustness_config
+from llama_adv.robustness.validate import SUITES, require_adv_set, validate_robustness_config
 from llama_adv.train.evaluate import bleu_unsupported
 
 
@@ -245,6 +245,7 @@ def prepare(
             set_value(config, f"robustness.{key}", value)
     rc = config.robustness
     validate_robustness_config(rc)
+    require_adv_set(rc)
     adv = None
     if rc.adv_set:
         adv = AdvSet(rc.adv_set, rc.adv_task, *load_adversarial_set(rc.adv_set, rc.adv_task))
@@ -360,7 +361,11 @@ def compare_runs(
     saved = {w: Path(w) / "robustness" / "results.json" for w in workdirs}
     reuse = {w: _saved_results(p) for w, p in saved.items() if p.is_file() and not rerun}
     prepared = {w: prepare(w, **kwargs) for w in workdirs if w not in reuse}
-    runs = [reuse[w] if w in reuse else attack(prepared[w], command) for w in workdirs]
+    done = dict(reuse)
+    for w in workdirs:  # a run named twice is attacked once
+        if w not in done:
+            done[w] = attack(prepared[w], command)
+    runs = [done[w] for w in workdirs]
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "compare.md").write_text(report.compare_markdown(runs, command))

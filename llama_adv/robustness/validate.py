@@ -134,6 +134,11 @@ def validate_robustness_config(section: Mapping) -> None:
     _string(section, "adv_set")
     _string(section, "adv_task", empty=False)
     _int(section, "num_saved_examples", 0)
+
+
+def require_adv_set(section: Mapping) -> None:
+    """At attack time: ``suite=advset`` needs a set. (Not part of the section's own checks: a
+    training config may leave the set to ``llama-adv robustness --adv-set``.)"""
     if section["suite"] == "advset" and not section["adv_set"]:
         raise UserError(
             "robustness.suite=advset evaluates an adversarial set alone; give one with "

@@ -109,7 +109,10 @@ def test_compare_checks_every_run_before_attacking_any(tiny_run, tmp_path, capsy
 
 
 def test_defaults_pass_and_the_validator_imports_without_jax():
-    validate_robustness_config(get_default_config().robustness)
+    section = get_default_config().robustness
+    validate_robustness_config(section)
+    section.suite = "advset"  # a training config may leave the set to --adv-set
+    validate_robustness_config(section)
     code = (
         "import sys; from llama_adv.robustness import validate_robustness_config; "
         "assert 'jax' not in sys.modules and 'llama_adv.robustness.suite' not in sys.modules"
