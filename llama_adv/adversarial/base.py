@@ -48,6 +48,11 @@ class BatchInfo:
       axis_name: the data-parallel mesh axis, for collectives over devices.
       div_denominator: global sum of the task's divergence denominators (unlabelled
         examples count); ``None``: ``denominator``.
+      tokens: ``{stream: [B, L] int}``, the token ids behind the perturbed streams
+        (``model.stream_tokens(batch)``), for ``adv.skip_token_ids``.
+      embedding_rms: scalar RMS L2 norm of the embedding rows of the current parameters
+        (``model.embedding_rms(params)``, no gradient), the unit of
+        ``adv.radius_unit = embedding_rms``.
     """
 
     masks: dict[str, jax.Array]
@@ -57,6 +62,8 @@ class BatchInfo:
     step: jax.Array
     axis_name: str | None = "data"
     div_denominator: jax.Array | None = None
+    tokens: dict[str, jax.Array] | None = None
+    embedding_rms: jax.Array | None = None
 
     def zeros(self) -> Delta:
         """A zero perturbation for every perturbed stream."""
@@ -268,13 +275,17 @@ class Method:
         return (0, 0, 0)
 
     def masks(self, info: BatchInfo) -> dict[str, jax.Array]:
-        """``info.masks`` with the configured special tokens (``adv.skip_token_ids``) off."""
+        """``info.masks`` (the model's :meth:`perturbable_mask`) with the tokens of
+        ``adv.skip_token_ids`` off as well."""
         token_ids = tuple(self.config.get("skip_token_ids", ()))
         if not token_ids:
             return info.masks
         out = {}
         for stream, mask in info.masks.items():
-            tokens = stream_tokens(info.batch, stream)
+            if info.tokens is not None:
+                tokens = info.tokens.get(stream)
+            else:  # a caller that does not pass model.stream_tokens(batch) yet
+                tokens = _batch_stream_tokens(info.batch, stream)
             ok = tokens is not None and tokens.shape == mask.shape
             out[stream] = geometry.exclude_tokens(mask, tokens, token_ids) if ok else mask
         return out
@@ -407,8 +418,10 @@ class Method:
         return grads, terms, adv_out, extra_metrics
 
 
-def stream_tokens(batch: dict, stream: str) -> jax.Array | None:
-    """The token ids ``[B, L]`` behind an embedding stream, if the batch has them."""
+def _batch_stream_tokens(batch: dict, stream: str) -> jax.Array | None:
+    """Fallback for a :class:`BatchInfo` without ``tokens``: the token ids ``[B, L]``
+    behind a stream guessed from the batch's fields (``Model.stream_tokens`` is the
+    authority; remove this once every caller passes ``tokens``)."""
     if stream in batch:
         return batch[stream]
     if f"{stream}_inputs" in batch:

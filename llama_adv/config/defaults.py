@@ -95,6 +95,9 @@ def adv_defaults() -> mlc.ConfigDict:
     c.divergence = ""  # divergence of the weight_div term: kl | reverse_kl | symmetric_kl
     c.streams = "all"  # streams to perturb: all | inputs | encoder | decoder (comma-separated)
     c.skip_token_ids = ()  # token ids never perturbed besides padding, e.g. (1, 2) = BOS, EOS
+    # also perturb the model's special tokens (classification readout, BOS); False: the
+    # model leaves them out (Miyato et al. mask the EOS their classifier reads)
+    c.perturb_special = False
     # dropout masks of an update's passes: shared (one key for all; freelb) | fresh (a new key
     # per pass; most methods) | eval (attack passes deterministic; trades) | "" = method's
     c.dropout = ""

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from llama_adv.errors import UserError
+from llama_adv.special_tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
-PAD, BOS, EOS, UNK = 0, 1, 2, 3
+PAD, BOS, EOS, UNK = PAD_ID, BOS_ID, EOS_ID, UNK_ID  # llama_adv.special_tokens
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
 

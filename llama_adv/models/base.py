@@ -13,11 +13,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+# Defined once in llama_adv.special_tokens (id 0 is padding in every tokenizer).
+from llama_adv.special_tokens import BOS_ID, EOS_ID, PAD_ID  # noqa: F401
+
 Params = Any
 Batch = dict[str, jax.Array]
 Embedded = dict[str, jax.Array]
-
-PAD_ID = 0  # token id 0 is padding in every tokenizer of the project
 
 
 class Model(abc.ABC):
@@ -56,8 +57,31 @@ class Model(abc.ABC):
         """
 
     @abc.abstractmethod
-    def perturbable_mask(self, batch: Batch) -> dict[str, jax.Array]:
-        """Returns ``{stream: [B, L] bool}``, true where a perturbation may go."""
+    def stream_tokens(self, batch: Batch) -> dict[str, jax.Array]:
+        """Returns ``{stream: [B, L] int}``, the token ids behind each embedding stream."""
+
+    @abc.abstractmethod
+    def perturbable_mask(
+        self, batch: Batch, *, perturb_special: bool = False
+    ) -> dict[str, jax.Array]:
+        """Returns ``{stream: [B, L] bool}``, true where a perturbation may go.
+
+        Never on padding. By default also never on the special tokens the model reads
+        structurally: the classification readout token and BOS (each model says which,
+        in its docstring), as Miyato et al. mask the EOS their classifier reads
+        (``_mask_by_length(length - 1)``, tensorflow/models ``adversarial_text``).
+        ``perturb_special=True`` (``adv.perturb_special``) leaves only padding out.
+        """
+
+    @abc.abstractmethod
+    def embedding_table(self, params: Params) -> jax.Array:
+        """The token embedding table ``[vocab, d_model]`` the streams are looked up in."""
+
+    def embedding_rms(self, params: Params) -> jax.Array:
+        """Scalar RMS L2 norm of the embedding rows, ``sqrt(mean_i ||E_i||^2)``, without
+        gradient: the unit of ``adv.radius_unit = embedding_rms``."""
+        table = jax.lax.stop_gradient(self.embedding_table(params)).astype(jnp.float32)
+        return jnp.sqrt(jnp.mean(jnp.sum(table * table, axis=-1)))
 
     def apply(self, params: Params, batch: Batch, **kwargs: Any) -> dict[str, jax.Array]:
         """The plain forward pass: ``apply_embedded(params, embed(params, batch), batch)``."""

@@ -16,7 +16,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from llama_adv.models.base import Batch, Embedded, Model, Params, compute_dtype, token_mask
+from llama_adv.models.base import (
+    BOS_ID,
+    Batch,
+    Embedded,
+    Model,
+    Params,
+    compute_dtype,
+    token_mask,
+)
 from llama_adv.models.layers import (
     RMSNorm,
     attention_bias,
@@ -177,7 +185,13 @@ class DecoderModule(nn.Module):
 
 
 class DecoderOnlyModel(Model):
-    """Decoder-only model; one perturbable stream, ``"inputs"``."""
+    """Decoder-only model; one perturbable stream, ``"inputs"``.
+
+    Special tokens left out of :meth:`perturbable_mask` by default: BOS (``BOS_ID``,
+    wherever it occurs: LM streams, the start of a prefix LM's decoder part) and, for
+    classification, the readout token the classifier reads, the last real token (the
+    EOS the data pipeline appends).
+    """
 
     streams = ("inputs",)
 
@@ -218,8 +232,22 @@ class DecoderOnlyModel(Model):
             logits = logits[:, -batch["decoder_inputs"].shape[1] :]
         return {"logits": logits}
 
-    def perturbable_mask(self, batch: Batch) -> dict[str, jax.Array]:
-        return {"inputs": token_mask(self._tokens(batch))}
+    def stream_tokens(self, batch: Batch) -> dict[str, jax.Array]:
+        return {"inputs": self._tokens(batch)}
+
+    def perturbable_mask(self, batch: Batch, *, perturb_special: bool = False):
+        tokens = self._tokens(batch)
+        real = token_mask(tokens)
+        if perturb_special:
+            return {"inputs": real}
+        mask = real & (tokens != BOS_ID)
+        if self.cfg.head == "classification":  # the readout: the last real token
+            last = jnp.maximum(jnp.sum(real, axis=1) - 1, 0)
+            mask &= jnp.arange(tokens.shape[1])[None, :] != last[:, None]
+        return {"inputs": mask}
+
+    def embedding_table(self, params: Params) -> jax.Array:
+        return params["embedding"]["embedding"]
 
     def init_cache(self, params: Params, batch_size: int, max_length: int) -> Params:
         """A zero key/value cache for ``batch_size`` sequences of up to ``max_length`` tokens."""

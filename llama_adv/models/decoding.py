@@ -14,8 +14,9 @@ import jax
 import jax.numpy as jnp
 
 from llama_adv.models.base import PAD_ID, Params, token_mask
+from llama_adv.special_tokens import BOS_ID, EOS_ID
 
-BOS_ID, EOS_ID = 1, 2  # the project tokenizers' ids; T5 checkpoints start with 0, end with 1
+# BOS_ID, EOS_ID: the project tokenizers' ids; T5 checkpoints start with 0, end with 1
 
 
 def _pick(logits: jax.Array, rng: jax.Array, temperature: float, top_k: int) -> jax.Array:

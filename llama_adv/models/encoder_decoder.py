@@ -22,6 +22,12 @@ Streams: ``"encoder"`` ``[B, S, d_model]`` and ``"decoder"`` ``[B, T, d_model]``
 
 The first decoder position is always treated as real, even when its id is 0: T5 uses the
 padding id as decoder start token.
+
+Special tokens left out of :meth:`~EncoderDecoderModel.perturbable_mask` by default: the
+decoder start token (position 0 of the ``"decoder"`` stream, BOS or T5's 0; with
+``label_words`` it is also the readout token, so that stream has nothing perturbable). The
+encoder stream has no BOS in this project's data and mean pooling no readout token, so only
+its padding is left out (ids are not compared: a T5 vocabulary's id 1 is EOS, not BOS).
 """
 
 from __future__ import annotations
@@ -361,12 +367,25 @@ class EncoderDecoderModel(Model):
             logits = logits[:, 0, jnp.asarray(self.cfg.label_token_ids)]
         return {"logits": logits}
 
-    def perturbable_mask(self, batch: Batch) -> dict[str, jax.Array]:
+    def stream_tokens(self, batch: Batch) -> dict[str, jax.Array]:
+        encoder_tokens, decoder_tokens = self._tokens(batch)
+        out = {"encoder": encoder_tokens}
+        if decoder_tokens is not None:
+            out["decoder"] = decoder_tokens
+        return out
+
+    def perturbable_mask(self, batch: Batch, *, perturb_special: bool = False):
         encoder_tokens, decoder_tokens = self._tokens(batch)
         masks = {"encoder": token_mask(encoder_tokens)}
         if decoder_tokens is not None:
-            masks["decoder"] = decoder_mask(decoder_tokens)
+            mask = decoder_mask(decoder_tokens)
+            if not perturb_special:  # the decoder start token (and label_words' readout)
+                mask &= (jnp.arange(decoder_tokens.shape[1]) != 0)[None, :]
+            masks["decoder"] = mask
         return masks
+
+    def embedding_table(self, params: Params) -> jax.Array:
+        return params["shared"]["embedding"]
 
     # -- cached decoding (llama_adv.models.decoding) --------------------------------------
 

@@ -52,10 +52,12 @@ class Tiny:
     def method(self, name: str, **overrides):
         return build_method(self.adv(method=name, **overrides), self.task)
 
-    def setup(self, params, batch, step: int = 0):
+    def setup(self, params, batch, step: int = 0, perturb_special: bool = False, model=None):
         """``(objective, info)`` for a single-device (no collective) call of a method."""
-        masks = {k: m.astype(jnp.float32) for k, m in self.model.perturbable_mask(batch).items()}
-        shapes = {k: v.shape for k, v in self.model.embed(params, batch).items()}
+        model = self.model if model is None else model
+        masks = model.perturbable_mask(batch, perturb_special=perturb_special)
+        masks = {k: m.astype(jnp.float32) for k, m in masks.items()}
+        shapes = {k: v.shape for k, v in model.embed(params, batch).items()}
         info = BatchInfo(
             masks=masks,
             shapes=shapes,
@@ -63,8 +65,10 @@ class Tiny:
             denominator=jnp.sum(self.task.denominator(batch)),
             step=jnp.asarray(step, jnp.int32),
             axis_name=None,
+            tokens=model.stream_tokens(batch),
+            embedding_rms=model.embedding_rms(params),
         )
-        return make_objective(self.model, self.task, batch, masks), info
+        return make_objective(model, self.task, batch, masks), info
 
     def trainer(self, method, num_devices: int = 0, num_examples: int = 64, **state_kwargs):
         """``(state, step_fn, mesh)``: the real jitted data-parallel train step."""

@@ -36,7 +36,7 @@ def test_every_pgd_iterate_respects_bound_and_mask(tiny, norm, scope, projection
         "pgd", norm=norm, scope=scope, projection=projection, steps=4, epsilon=0.3,
         skip_token_ids=(EOS,),
     )  # fmt: skip
-    objective, info = tiny.setup(params, batch)
+    objective, info = tiny.setup(params, batch, perturb_special=True)  # EOS perturbable
     clean = objective(params, {}, jax.random.key(0))[1]
     _, iterates = jax.jit(
         lambda p, c: method.attack(objective, p, info, jax.random.key(1), 0.3, c, record=True)

@@ -10,6 +10,7 @@ from _model_helpers import init, make
 
 from llama_adv.errors import UserError
 from llama_adv.models.layers import stack_blocks, unstack_blocks
+from llama_adv.special_tokens import BOS_ID
 from llama_adv.tasks import build_task
 from llama_adv.train.step import make_objective
 
@@ -65,9 +66,10 @@ def test_embed_then_apply_equals_plain_forward(lm_batch, seq2seq_batch):
 
 
 def test_perturbable_mask_is_false_on_padding(lm_batch, seq2seq_batch):
-    dec = make("decoder").perturbable_mask(lm_batch)["inputs"]
+    everything = {"perturb_special": True}  # only padding left out
+    dec = make("decoder").perturbable_mask(lm_batch, **everything)["inputs"]
     np.testing.assert_array_equal(dec, lm_batch["inputs"] != 0)
-    masks = make("encoder_decoder").perturbable_mask(seq2seq_batch)
+    masks = make("encoder_decoder").perturbable_mask(seq2seq_batch, **everything)
     np.testing.assert_array_equal(masks["encoder"], seq2seq_batch["encoder_inputs"] != 0)
     np.testing.assert_array_equal(masks["decoder"], seq2seq_batch["decoder_inputs"] != 0)
     # T5 starts the decoder with id 0: the first decoder position is always real.
@@ -75,14 +77,57 @@ def test_perturbable_mask_is_false_on_padding(lm_batch, seq2seq_batch):
         **seq2seq_batch,
         "decoder_inputs": seq2seq_batch["decoder_inputs"].at[:, 0].set(0),
     }
-    assert bool(jnp.all(make("encoder_decoder").perturbable_mask(start_zero)["decoder"][:, 0]))
+    start = make("encoder_decoder").perturbable_mask(start_zero, **everything)["decoder"][:, 0]
+    assert bool(jnp.all(start))
+    for model, batch in [(make("decoder"), lm_batch), (make("encoder_decoder"), seq2seq_batch)]:
+        default = model.perturbable_mask(batch)
+        for stream, mask in model.perturbable_mask(batch, **everything).items():
+            assert not np.any(np.asarray(default[stream]) & ~np.asarray(mask))  # a subset
+
+
+def test_default_mask_leaves_out_readout_and_bos(lm_batch, seq2seq_batch):
+    tokens = lm_batch["inputs"].at[:, 0].set(BOS_ID)
+    batch = {"inputs": tokens}
+    real = np.asarray(tokens) != 0
+    last = real.sum(1) - 1
+    readout = np.arange(tokens.shape[1])[None] == last[:, None]
+    bos = np.asarray(tokens) == BOS_ID
+    lm = np.asarray(make("decoder").perturbable_mask(batch)["inputs"])
+    np.testing.assert_array_equal(lm, real & ~bos)  # no readout token in an LM
+    clf = np.asarray(make("decoder", "classification", 3).perturbable_mask(batch)["inputs"])
+    np.testing.assert_array_equal(clf, real & ~bos & ~readout)
+    masks = make("encoder_decoder").perturbable_mask(seq2seq_batch)
+    np.testing.assert_array_equal(masks["encoder"], seq2seq_batch["encoder_inputs"] != 0)
+    start = np.arange(seq2seq_batch["decoder_inputs"].shape[1])[None] == 0
+    np.testing.assert_array_equal(
+        masks["decoder"], (np.asarray(seq2seq_batch["decoder_inputs"]) != 0) & ~start
+    )
+    words = make("encoder_decoder", "classification", 3, classifier_pooling="label_words",
+                 label_token_ids=(4, 5, 6))  # fmt: skip
+    assert not np.any(np.asarray(words.perturbable_mask(batch)["decoder"]))  # the readout
+
+
+def test_stream_tokens_are_the_ids_behind_each_stream(lm_batch, seq2seq_batch):
+    prefix = make("decoder").stream_tokens(seq2seq_batch)["inputs"]
+    np.testing.assert_array_equal(
+        prefix,
+        jnp.concatenate([seq2seq_batch["encoder_inputs"], seq2seq_batch["decoder_inputs"]], 1),
+    )
+    t5 = make("encoder_decoder").stream_tokens(seq2seq_batch)
+    np.testing.assert_array_equal(t5["decoder"], seq2seq_batch["decoder_inputs"])
+    for model, batch in [(make("decoder"), lm_batch), (make("encoder_decoder"), seq2seq_batch)]:
+        params = init(model, batch)
+        embedded = model.embed(params, batch)
+        table = model.embedding_table(params)
+        for stream, tokens in model.stream_tokens(batch).items():
+            np.testing.assert_array_equal(embedded[stream], table[tokens])
 
 
 def test_padding_embeddings_do_not_reach_real_positions(seq2seq_batch):
     model = make("encoder_decoder")
     params = init(model, seq2seq_batch)
     embedded = model.embed(params, seq2seq_batch)
-    masks = model.perturbable_mask(seq2seq_batch)
+    masks = model.perturbable_mask(seq2seq_batch, perturb_special=True)
     noise = {k: 100.0 * (~masks[k])[..., None] for k in embedded}  # only padding moves
     plain = model.apply(params, seq2seq_batch)["logits"]
     moved = model.apply_embedded(
