@@ -25,9 +25,12 @@ def clf(run):
 
 
 @pytest.mark.parametrize(
-    ("method", "norm", "radii"), [("pgd", "l2", (0.0, 0.05, 0.5)), ("fgm", "linf", (0.0, 0.01))]
+    ("method", "norm", "radii"), [("pgd", "l2", (0.0, 0.05, 0.5)), ("fgm", "linf", (0.0, 0.03))]
 )
 def test_radius_zero_is_clean_and_attacks_never_exceed_clean(run, method, norm, radii):
+    """The last radius costs the clean model accuracy. Measured drops on 100 examples (seeds
+    0 and 1 on 4 devices, seed 0 on 2): PGD-3 L2 0.5 at least 0.62; FGM L-inf 0.03 at least
+    0.21 (0.01 dropped only 0.07), so "strictly below clean" holds by 20+ examples."""
     step = make_attack_step(
         run.exp.model,
         run.exp.task,

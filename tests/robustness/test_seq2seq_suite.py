@@ -8,7 +8,7 @@ import pytest
 from llama_adv.robustness import compare_runs, run_robustness
 
 OVERRIDES = (
-    "robustness.epsilons=(0.0,1.0)",
+    "robustness.epsilons=(0.0,1.0,32.0)",
     "robustness.embedding_attacks=('pgd_l2',)",
     "robustness.pgd_steps=2",
 )
@@ -20,6 +20,8 @@ def eval_records(workdir) -> dict[int, dict]:
 
 
 def test_training_evaluation_reports_bleu(seq2seq_run):
+    """BLEU after 60 steps is small but above 0: measured 1.22-2.84 (seeds 0, 1 and 2; 4, 2
+    and 1 devices)."""
     evals = eval_records(seq2seq_run)
     assert sorted(evals) == [30, 60]
     assert all(0.0 <= r["bleu"] <= 100.0 for r in evals.values())
@@ -28,16 +30,21 @@ def test_training_evaluation_reports_bleu(seq2seq_run):
 
 
 def test_bleu_per_radius_and_radius_zero_is_clean(seq2seq_run):
+    """Radius 0 reproduces the training evaluation; attacks raise the loss and, at a large
+    radius, lower BLEU. Measured (seeds 0, 1, 2; 4, 2 and 1 devices): at radius 1 the loss
+    rises by at least 0.18 (of 2.5), but BLEU fell by as little as 0.06, so the BLEU claim is
+    made at radius 32, where it falls by at least 0.9 (to at most a third of clean BLEU)."""
     results = run_robustness(seq2seq_run, suite="default", overrides=OVERRIDES)
     clean_eval = eval_records(seq2seq_run)[results["step"]]  # the best checkpoint's eval
-    zero, attacked = results["embedding"]["pgd_l2"]["points"]
+    zero, attacked, far = results["embedding"]["pgd_l2"]["points"]
     assert results["perturbed_streams"] == ["encoder"]
     assert zero["bleu"] == zero["clean_bleu"] == attacked["clean_bleu"]
     # Same examples, batches and decoder as the training evaluation.
     assert zero["clean_bleu"] == pytest.approx(clean_eval["bleu"])
     assert zero["loss"] == pytest.approx(zero["clean_loss"])
     assert zero["clean_loss"] == pytest.approx(clean_eval["loss"], rel=1e-5)
-    assert attacked["loss"] > attacked["clean_loss"] and attacked["bleu"] <= zero["bleu"]
+    assert attacked["loss"] > attacked["clean_loss"]
+    assert far["bleu"] < far["clean_bleu"] == zero["bleu"]
 
     # Discrete attacks are classification-only: skipped with the reason, not run.
     assert "attacks" not in results
@@ -47,10 +54,10 @@ def test_bleu_per_radius_and_radius_zero_is_clean(seq2seq_run):
     assert f"- skipped: hotflip, deepwordbug, noise: {why}" in table
     assert "| bleu | " in table and "| loss | " in table
     saved = json.loads((seq2seq_run / "robustness" / "results.json").read_text())
-    assert saved["embedding"]["pgd_l2"]["points"][1]["bleu"] == attacked["bleu"]
+    assert saved["embedding"]["pgd_l2"]["points"][2]["bleu"] == far["bleu"]
 
     compare_runs([str(seq2seq_run)], seq2seq_run / "cmp")
-    assert "| pgd_l2 @ 1 BLEU |" in (seq2seq_run / "cmp" / "compare.md").read_text()
+    assert "| pgd_l2 @ 32 BLEU |" in (seq2seq_run / "cmp" / "compare.md").read_text()
 
 
 def test_discrete_attacks_and_adv_sets_are_skipped_on_an_lm_run(lm_run, tmp_path):

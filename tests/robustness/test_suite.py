@@ -74,6 +74,16 @@ def test_cli_writes_outputs_with_consistent_metrics(clean_run, tmp_path):
 
 
 def test_fgm_training_buys_pgd_accuracy_at_its_radius(clean_run, fgm_run, train_epsilon):
+    """FGM-trained accuracy under PGD-10 at the training radius beats clean training's by
+    more than 0.10 (200 examples, 1000 steps each).
+
+    Measured gaps (fgm - none), 2-core Xeon: 0.30 (0.52 vs 0.22; this test's setting: seed 0,
+    4 devices), 0.515 (0.71 vs 0.195; jax_num_cpu_devices=1), 0.435 (0.73 vs 0.295;
+    train.seed=1), 0.48 (0.69 vs 0.21; 2 devices), and 0.31 with
+    XLA_FLAGS=--xla_cpu_enable_fast_math=false: at least 0.20 above the threshold. At 500
+    steps the gap was 0.025 here and 0.05 on an AMD EPYC machine: FGM's robustness had not
+    yet emerged.
+    """
     import jax
 
     from llama_adv.robustness.embedding import embedding_curve, make_attack_step
