@@ -1,12 +1,17 @@
 """metrics.jsonl after a kill -9, a Ctrl-C or a rerun holds each step once, in order, and
-the resumed run reproduces the uninterrupted one's losses bitwise."""
+the resumed run reproduces the uninterrupted one's losses bitwise. The runs killed and
+interrupted are `python -m llama_adv train` processes; while one runs, a second `train`
+on its workdir is refused, and a killed one leaves no lock behind."""
 
 import json
 import shutil
 
 import numpy as np
-from workdir_helpers import Child, each_step_once, keys, load, losses, rows
+import pytest
+from workdir_helpers import OVERRIDES, REPO, Child, each_step_once, keys, load, losses, rows
 
+from llama_adv.cli import main
+from llama_adv.errors import UserError
 from llama_adv.train import train_and_evaluate
 
 
@@ -19,19 +24,33 @@ def test_kill_9_mid_line_then_resume_logs_each_step_once(tmp_path, reference_run
     text = (workdir / "metrics.jsonl").read_text()
     assert text.endswith('"kind": "tr') and '"step": 6' in text
 
-    train_and_evaluate(load(), workdir)
+    train_and_evaluate(load(), workdir)  # the kernel dropped the killed run's lock
     assert "resumed from step 4" in capsys.readouterr().out
     assert keys(workdir) == each_step_once()
     assert losses(workdir) == losses(reference_run)  # exact, every step
     assert rows(workdir)[-1] == rows(reference_run)[-1]  # the final evaluation
 
 
-def test_ctrl_c_logs_the_interrupted_step_then_resumes(tmp_path, reference_run):
+def test_ctrl_c_logs_the_interrupted_step_then_resumes(tmp_path, reference_run, capsys):
     config = load("train.log_every=2")
     with_log_every = ("train.log_every=2",)
     workdir = tmp_path / "run"
     child = Child(tmp_path, workdir, "block:3", *with_log_every)
-    child.wait_blocked()
+    child.wait_blocked()  # trained 3 steps, holds the workdir's lock
+
+    # A second train on the workdir meanwhile: refused in one line naming the first's PID.
+    assert child.proc.poll() is None, child.finish()
+    before = (workdir / "metrics.jsonl").read_bytes()
+    holder = rf"in use by another `llama-adv train` \(PID {child.proc.pid} holds"
+    with pytest.raises(UserError, match=holder):
+        train_and_evaluate(config, workdir)
+    command = ["train", "--config", f"{REPO}/configs/quickstart.py:tiny", "--workdir",
+               str(workdir), *(f"--config.{o}" for o in (*OVERRIDES, *with_log_every))]  # fmt: skip
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert f"PID {child.proc.pid}" in err and len(err.strip().splitlines()) == 1
+    assert (workdir / "metrics.jsonl").read_bytes() == before  # the second wrote nothing
+
     child.interrupt()  # SIGINT, as a terminal's Ctrl-C or the sweep sends it
     code, _, err = child.finish()
     assert code == 2 and "Interrupted at step 3; checkpoint saved" in err

@@ -1,33 +1,24 @@
-"""One `train` per workdir: a second gets a one-line error naming the PID of the first;
-a killed run leaves no lock behind."""
+"""One `train` per workdir: a second gets a one-line error naming the PID holding the lock
+(with a `python -m llama_adv train` process holding it: test_resume_log.py's Ctrl-C test)."""
+
+import os
 
 import pytest
-from workdir_helpers import OVERRIDES, REPO, Child, each_step_once, keys, load, losses
+from workdir_helpers import load
 
-from llama_adv.cli import main
 from llama_adv.errors import UserError
 from llama_adv.train import train_and_evaluate
+from llama_adv.train.workdir import LOCK_FILE, workdir_lock
 
 
-def test_second_train_on_a_workdir_is_refused_and_kill_9_releases_the_lock(
-    tmp_path, reference_run, capsys
-):
+def test_a_held_lock_refuses_a_second_train_and_is_released_after(tmp_path):
     workdir = tmp_path / "run"
-    child = Child(tmp_path, workdir, "block:6")
-    child.wait_blocked()  # trained 6 steps, holds the lock
-    before = (workdir / "metrics.jsonl").read_bytes()
-    holder = rf"in use by another `llama-adv train` \(PID {child.proc.pid}"
-    with pytest.raises(UserError, match=holder):
-        train_and_evaluate(load(), workdir)
-    config = ["--config", f"{REPO}/configs/quickstart.py:tiny"]
-    config += [f"--config.{o}" for o in OVERRIDES]
-    assert main(["train", "--workdir", str(workdir), *config]) == 2
-    err = capsys.readouterr().err
-    assert f"PID {child.proc.pid}" in err and len(err.strip().splitlines()) == 1
-    assert (workdir / "metrics.jsonl").read_bytes() == before  # the second wrote nothing
-
-    child.proc.kill()  # SIGKILL: the kernel drops its lock
-    assert child.finish()[0] == -9
-    train_and_evaluate(load(), workdir)
-    assert keys(workdir) == each_step_once()
-    assert losses(workdir) == losses(reference_run)
+    with workdir_lock(workdir):
+        assert (workdir / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+        with pytest.raises(UserError, match=rf"in use by another .*\(PID {os.getpid()} holds"):
+            train_and_evaluate(load(), workdir)
+        with pytest.raises(UserError, match="in use"), workdir_lock(workdir):
+            pass
+        assert sorted(p.name for p in workdir.iterdir()) == [LOCK_FILE]  # nothing written
+    with workdir_lock(workdir):  # released
+        pass
