@@ -66,6 +66,7 @@ CHOICES = {
     "radius_schedule": ("constant", "linear"),
     "dropout": ("",) + DROPOUT_MODES,
     "linf_step": ("",) + geometry.LINF_STEPS,
+    "stream_geometry": geometry.STREAM_GEOMETRIES,
 }
 # Methods whose every pass enters the loss: no attack pass that adv.dropout=eval could run
 # deterministic.

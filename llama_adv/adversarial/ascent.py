@@ -26,35 +26,49 @@ def init(
 
     Args:
       magnitude: init magnitude (scalar or ``[B]``); for ``uniform`` under L2 the FreeLB
-        scaling ``U(-1, 1) * mag / sqrt(len * D)`` applies, under L-inf ``U(-mag, mag)``.
+        scaling ``U(-1, 1) * mag / sqrt(len * D)`` applies (``len * D`` counted over all
+        streams together under ``opt.stream_geometry = joint``), under L-inf
+        ``U(-mag, mag)``.
       radius: scalar or ``[B]``; the start is projected onto this ball (unless
         ``project=False``: FreeLB's reference starts unprojected).
     """
     keys = dict(zip(shapes, jax.random.split(rng, len(shapes)), strict=True))
-    out = {}
-    for k, shape in shapes.items():
-        delta = geometry.init(keys[k], shape, masks[k], opt.init, magnitude, norm_kind=opt.norm)
-        out[k] = geometry.project(delta, radius, opt.norm, opt.scope) if project else delta
-    return out
+    out = {
+        k: geometry.init(keys[k], shape, masks[k], opt.init, magnitude, norm_kind=opt.norm)
+        for k, shape in shapes.items()
+    }
+    joint = opt.stream_geometry == "joint" and len(out) > 1
+    if joint and opt.init == "uniform" and opt.norm == "l2":  # FreeLB's len * D, all streams
+        sizes = {k: jnp.sum(masks[k], axis=1) * shapes[k][-1] for k in out}
+        total = jnp.maximum(sum(sizes.values()), 1.0)
+        out = {
+            k: v * jnp.sqrt(jnp.maximum(sizes[k], 1.0) / total)[:, None, None]
+            for k, v in out.items()
+        }
+    if not project:
+        return out
+    return geometry.project_streams(out, radius, opt.norm, opt.scope, opt.stream_geometry)
 
 
 def step(delta: Delta, grads: Delta, masks: dict, opt: Options, step_size, radius) -> Delta:
     """One ascent step on every stream: normalised step (L-inf: ``opt.linf_step``) and
-    projection onto the ball, or
-    (``opt.projection == "sphere"``) raw step rescaled onto the sphere."""
+    projection onto the ball, or (``opt.projection == "sphere"``) raw step rescaled onto
+    the sphere; both in ``opt.stream_geometry`` (joint: one ball for all streams)."""
+    size = geometry.broadcast(step_size)
     if opt.projection == "sphere":
-        return {
-            k: geometry.sphere_step(
-                delta[k], grads[k], masks[k], step_size, radius, opt.norm, opt.scope
-            )
+        moved = {
+            k: delta[k] + size * geometry.apply_mask(grads[k].astype(jnp.float32), masks[k])
             for k in delta
         }
-    return {
-        k: geometry.ascent_step(
-            delta[k], grads[k], masks[k], step_size, radius, opt.norm, opt.scope, opt.linf_step
+        return geometry.to_sphere_streams(
+            moved, masks, radius, opt.norm, opt.scope, opt.stream_geometry
         )
-        for k in delta
-    }
+    directions = geometry.normalize_streams(
+        grads, masks, opt.norm, opt.scope, opt.linf_step, opt.stream_geometry
+    )
+    moved = {k: delta[k] + size * directions[k] for k in delta}
+    projected = geometry.project_streams(moved, radius, opt.norm, opt.scope, opt.stream_geometry)
+    return {k: geometry.apply_mask(v, masks[k]) for k, v in projected.items()}
 
 
 def grad(inner: InnerLoss, delta: Delta, rng: jax.Array) -> Delta:

@@ -23,14 +23,25 @@ def _grad(loss_fn: LossFn, delta: Delta) -> Delta:
     return jax.grad(lambda d: jnp.sum(loss_fn(d)))(delta)
 
 
-def fgm_attack(loss_fn: LossFn, masks, shapes, *, epsilon, norm: str, scope: str) -> Delta:
-    """One normalised gradient step of size ``epsilon`` from zero (FGM / FGSM for L-inf)."""
+def _step(delta, grads, masks, step_size, epsilon, norm, scope, stream_geometry):
+    """Normalised ascent step, then projection onto the ``epsilon`` ball, masked."""
+    unit = geometry.normalize_streams(grads, masks, norm, scope, "sign", stream_geometry)
+    moved = {k: d + geometry.broadcast(step_size) * unit[k] for k, d in delta.items()}
+    moved = geometry.project_streams(moved, epsilon, norm, scope, stream_geometry)
+    return {k: geometry.apply_mask(v, masks[k]) for k, v in moved.items()}
+
+
+def fgm_attack(
+    loss_fn: LossFn, masks, shapes, *, epsilon, norm: str, scope: str, stream_geometry="joint"
+) -> Delta:
+    """One normalised gradient step of size ``epsilon`` from zero (FGM / FGSM for L-inf).
+
+    ``stream_geometry``: ``joint`` (the radius bounds all streams together, as in
+    training) or ``per_stream``.
+    """
     zeros = {k: jnp.zeros(s, jnp.float32) for k, s in shapes.items()}
     grads = _grad(loss_fn, zeros)
-    return {
-        k: geometry.ascent_step(zeros[k], g, masks[k], epsilon, epsilon, norm, scope)
-        for k, g in grads.items()
-    }
+    return _step(zeros, grads, masks, epsilon, epsilon, norm, scope, stream_geometry)
 
 
 def pgd_attack(
@@ -45,35 +56,30 @@ def pgd_attack(
     norm: str,
     scope: str,
     random_start: bool = True,
+    stream_geometry: str = "joint",
 ) -> Delta:
     """Projected gradient ascent: ``steps`` steps of ``step_size`` inside the ``epsilon`` ball.
 
     Args:
       loss_fn: ``delta -> [B]`` per-example loss to maximise.
       masks: ``{stream: [B, L]}``; shapes: ``{stream: (B, L, D)}``.
-      epsilon: scalar or ``[B]`` radius.
+      epsilon: scalar or ``[B]`` radius; it bounds all streams together under
+        ``stream_geometry = joint`` (the default, as in training), each under
+        ``per_stream``.
 
     Returns:
       ``{stream: [B, L, D]}``, inside the ball and zero on masked positions.
     """
     keys = dict(zip(shapes, jax.random.split(rng, len(shapes)), strict=True))
     delta = {
-        k: geometry.project(
-            geometry.init(
-                keys[k], s, masks[k], "uniform" if random_start else "zero", epsilon, norm_kind=norm
-            ),
-            epsilon,
-            norm,
-            scope,
+        k: geometry.init(
+            keys[k], s, masks[k], "uniform" if random_start else "zero", epsilon, norm_kind=norm
         )
         for k, s in shapes.items()
     }
+    delta = geometry.project_streams(delta, epsilon, norm, scope, stream_geometry)
 
     def body(_, d):
-        grads = _grad(loss_fn, d)
-        return {
-            k: geometry.ascent_step(d[k], grads[k], masks[k], step_size, epsilon, norm, scope)
-            for k in d
-        }
+        return _step(d, _grad(loss_fn, d), masks, step_size, epsilon, norm, scope, stream_geometry)
 
     return jax.lax.fori_loop(0, steps, body, delta)

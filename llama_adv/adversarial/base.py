@@ -126,6 +126,7 @@ COMMON = {
     "divergence": "symmetric_kl",
     "projection": "ball",
     "linf_step": "sign",
+    "stream_geometry": "joint",  # the radius bounds all perturbed streams together
 }
 # adv.dropout: how an update's forward passes draw their dropout masks ("" = the method's).
 DROPOUT_MODES = ("shared", "fresh", "eval")
@@ -151,6 +152,7 @@ class Options:
     divergence: str
     projection: str
     linf_step: str
+    stream_geometry: str = "joint"
 
     @classmethod
     def resolve(cls, config: mlc.ConfigDict, defaults: dict[str, Any]) -> Options:
@@ -241,16 +243,14 @@ class Method:
         return jnp.asarray(self.config.epsilon, jnp.float32) * self.radius_scale(info)
 
     def at_radius(self, directions: Delta, info: BatchInfo, radius) -> Delta:
-        """Each stream's ``[B, L, D]`` direction normalised in ``adv.norm``/``adv.scope``
-        and scaled to ``radius`` (scalar or ``[B]``), masked, without gradient."""
+        """Each stream's ``[B, L, D]`` direction normalised in ``adv.norm``, ``adv.scope``
+        and ``adv.stream_geometry`` (joint: all streams together) and scaled to
+        ``radius`` (scalar or ``[B]``), masked, without gradient."""
         o, masks = self.opt, self.masks(info)
-        return {
-            k: jax.lax.stop_gradient(
-                geometry.broadcast(radius)
-                * geometry.normalize(v, masks[k], o.norm, o.scope, o.linf_step)
-            )
-            for k, v in directions.items()
-        }
+        unit = geometry.normalize_streams(
+            directions, masks, o.norm, o.scope, o.linf_step, o.stream_geometry
+        )
+        return {k: jax.lax.stop_gradient(geometry.broadcast(radius) * v) for k, v in unit.items()}
 
     def rng_at(self, rng: jax.Array, index: int | jax.Array) -> jax.Array:
         """Dropout key of forward pass ``index`` of an update (a pass whose outputs enter
@@ -330,7 +330,8 @@ class Method:
         """
         clean, adv, div = (info.psum(terms[k]) for k in ("clean", "adv", "div"))
         o = self.opt
-        norms = perturbation_norms(delta, self.opt.norm)
+        # the norm the radius bounds (joint over streams, or per stream / token)
+        norms = geometry.bounded_norms(delta, o.norm, o.scope, o.stream_geometry)
         return {
             "loss": o.weight_clean * clean + o.weight_adv * adv + o.weight_div * div,
             "loss_clean": clean,

@@ -5,9 +5,16 @@ Every function works on one stream: a perturbation ``delta`` ``[B, L, D]`` and a
 
 Scope ``"example"`` treats the whole masked ``[L, D]`` sequence as one vector (Miyato,
 FreeLB); scope ``"token"`` treats each ``D`` row separately (SMART, ALUM).
+
+Several streams (``{stream: [B, L, D]}``, the ``*_streams`` functions): under
+``stream_geometry = "joint"`` (the default) an example's streams are one vector, as if
+concatenated, so the radius bounds them together; ``"per_stream"`` bounds each stream
+alone. Per-token scope is the same either way (each token is its own vector).
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -144,3 +151,60 @@ def init(rng, shape, mask, kind: str, magnitude, *, norm_kind: str = "l2") -> ja
         scale = magnitude / jnp.sqrt(jnp.maximum(length * shape[-1], 1.0))
         return apply_mask(noise * scale, mask)
     raise ValueError(f"unknown init {kind!r}; valid: zero, uniform, normal")
+
+
+STREAM_GEOMETRIES = ("joint", "per_stream")
+
+
+def stream_sizes(delta: dict, kind: str, scope: str, stream_geometry: str = "joint") -> dict:
+    """Each stream's norm shaped to scale ``[B, L, D]``: ``[B, 1, 1]`` (example scope;
+    under ``joint`` the norm of all streams together) or ``[B, L, 1]`` (token scope)."""
+    sizes = {k: _per_scope(norm(v, kind, scope), scope) for k, v in delta.items()}
+    if stream_geometry == "per_stream" or scope == "token" or len(sizes) < 2:
+        return sizes
+    if stream_geometry != "joint":
+        raise ValueError(f"unknown stream_geometry {stream_geometry!r}; valid: {STREAM_GEOMETRIES}")
+    values = list(sizes.values())
+    if kind == "l2":
+        total = jnp.sqrt(sum(v * v for v in values))
+    else:
+        total = functools.reduce(jnp.maximum, values)
+    return {k: total for k in sizes}
+
+
+def bounded_norms(delta: dict, kind: str, scope: str, stream_geometry: str = "joint"):
+    """Per example ``[B]``: the largest of the norms the radius bounds (the joint norm;
+    per stream: the largest stream's; per token: the largest token's)."""
+    sizes = stream_sizes(delta, kind, scope, stream_geometry)
+    per_example = [jnp.max(v, axis=(1, 2)) for v in sizes.values()]
+    return functools.reduce(jnp.maximum, per_example)
+
+
+def normalize_streams(
+    grads: dict, masks: dict, kind, scope, linf_step="sign", stream_geometry="joint"
+):
+    """:func:`normalize` of several streams: unit size in ``stream_geometry``."""
+    grads = {k: apply_mask(g.astype(jnp.float32), masks[k]) for k, g in grads.items()}
+    if kind == "linf" and linf_step == "sign":
+        return {k: jnp.sign(g) for k, g in grads.items()}
+    if kind == "linf" and linf_step != "max_norm":
+        raise ValueError(f"unknown linf_step {linf_step!r}; valid: {LINF_STEPS}")
+    sizes = stream_sizes(grads, kind, scope, stream_geometry)
+    return {k: g / jnp.maximum(sizes[k], TINY) for k, g in grads.items()}
+
+
+def project_streams(delta: dict, radius, kind: str, scope: str, stream_geometry="joint"):
+    """:func:`project` of several streams onto the ``radius`` ball of ``stream_geometry``."""
+    if kind == "linf":  # element-wise: the joint and per-stream balls are the same box
+        return {k: project(v, radius, kind, scope) for k, v in delta.items()}
+    sizes = stream_sizes(delta, "l2", scope, stream_geometry)
+    r = _expand(radius, scope)
+    return {k: v * jnp.minimum(1.0, r / jnp.maximum(sizes[k], TINY)) for k, v in delta.items()}
+
+
+def to_sphere_streams(delta: dict, masks: dict, radius, kind, scope, stream_geometry="joint"):
+    """:func:`to_sphere` of several streams (one sphere for all of them under joint)."""
+    delta = {k: apply_mask(v.astype(jnp.float32), masks[k]) for k, v in delta.items()}
+    sizes = stream_sizes(delta, kind, scope, stream_geometry)
+    r = _expand(radius, scope)
+    return {k: v * (r / jnp.maximum(sizes[k], TINY)) for k, v in delta.items()}

@@ -94,6 +94,9 @@ def adv_defaults() -> mlc.ConfigDict:
     c.inner = ""  # what the ascent maximises: ce | kl | reverse_kl | symmetric_kl (vs clean)
     c.divergence = ""  # divergence of the weight_div term: kl | reverse_kl | symmetric_kl
     c.streams = "all"  # streams to perturb: all | inputs | encoder | decoder (comma-separated)
+    # joint: the radius bounds an example's perturbed streams together (concatenated) |
+    # per_stream: each stream alone (before: an encoder-decoder reached sqrt(2) eps)
+    c.stream_geometry = "joint"
     c.skip_token_ids = ()  # token ids never perturbed besides padding, e.g. (1, 2) = BOS, EOS
     # also perturb the model's special tokens (classification readout, BOS); False: the
     # model leaves them out (Miyato et al. mask the EOS their classifier reads)

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import jax
 
-from llama_adv.adversarial import ascent, geometry
+from llama_adv.adversarial import ascent
 from llama_adv.adversarial.base import NOISE_STREAM, BatchInfo
 from llama_adv.adversarial.methods.fgm import FGM
 
@@ -48,14 +48,7 @@ class FGSM(FGM):
         inner = self.inner_loss(objective, params, info, clean_out, o.inner)
         g = ascent.grad(inner, start, self.attack_rng(rng, 2))
         step = self.opt.step_size if self.opt.step_size > 0 else 1.25 * radius
-        return {
-            k: jax.lax.stop_gradient(
-                geometry.ascent_step(
-                    start[k], g[k], masks[k], step, radius, o.norm, o.scope, o.linf_step
-                )
-            )
-            for k in start
-        }
+        return ascent.stop(ascent.step(start, g, masks, o, step, radius))
 
     def grads_at(self, objective, params, info: BatchInfo, rng, radius):
         if not self.random_start:

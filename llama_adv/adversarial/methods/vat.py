@@ -87,20 +87,16 @@ class VAT(Method):
         inner = self.inner_loss(objective, params, info, clean_out, o.inner)
 
         def unit(v):
-            return {k: geometry.normalize(v[k], masks[k], "l2", o.scope) for k in v}
+            return geometry.normalize_streams(v, masks, "l2", o.scope, "sign", o.stream_geometry)
 
         def body(d, t):
             r = jax.tree.map(lambda u: self.config.vat.xi * u, unit(d))
             return ascent.grad(inner, r, self.attack_rng(rng, t + 2)), None
 
         d, _ = jax.lax.scan(body, d, jnp.arange(o.steps))
-        return {
-            k: jax.lax.stop_gradient(geometry.apply_mask(geometry.project(
-                geometry.broadcast(radius)
-                * geometry.normalize(d[k], masks[k], o.norm, o.scope, o.linf_step),
-                radius, o.norm, o.scope), masks[k]))
-            for k in d
-        }  # fmt: skip
+        r = self.at_radius(d, info, radius)
+        r = geometry.project_streams(r, radius, o.norm, o.scope, o.stream_geometry)
+        return {k: jax.lax.stop_gradient(geometry.apply_mask(v, masks[k])) for k, v in r.items()}
 
     def grads(self, objective, params, info: BatchInfo, rng, state):
         # A classification info.denominator counts labelled examples only; the KL term
