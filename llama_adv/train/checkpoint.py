@@ -56,6 +56,10 @@ class Checkpointer:
             Path(directory).absolute(),
             options=ocp.CheckpointManagerOptions(
                 preservation_policy=policies.AnyPreservationPolicy(keepers),
+                # Orbax writes a step's metrics only when it tracks a best: without best_fn
+                # metrics() is always None and the BestN keeper never sees a score.
+                best_fn=self._score if best_metric else None,
+                best_mode="max",  # _score already carries the sign of best_mode
                 create=not read_only,
                 read_only=read_only,
                 cleanup_tmp_directories=cleanup and not read_only,

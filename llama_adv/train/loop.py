@@ -309,7 +309,7 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
                 writer.write(done, results, kind="eval")
                 save(results)
                 tick = time.perf_counter()
-            elif done % config.checkpoint.every_steps == 0:
+            elif done % config.checkpoint.every_steps == 0 and done < tc.num_steps:
                 save()
         final = evaluate(eval_step, state.params, eval_split, mesh, config.eval, eval_rng)
         writer.write(int(jax.device_get(state.step)), final, kind="eval")
