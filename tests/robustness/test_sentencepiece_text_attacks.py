@@ -58,7 +58,7 @@ def test_every_attack_family_runs_on_truncated_sentencepiece_examples(spm_run, t
     tok = run.exp.dataset.tokenizer
     lengths = np.array([len(ids) for ids in tok.encode_batch(split.texts)])
     assert type(tok).__name__ == "SentencePieceTokenizer"
-    assert np.sum(lengths[:32] > MAX_LENGTH - 1) >= 5  # many attacked examples are cut
+    assert np.sum(lengths[:32] > MAX_LENGTH - 1) >= 16  # most are cut (measured: 31 of 32)
     codec = TextCodec(tok, split, check=len(split))  # every example re-encodes exactly
     long_text = " ".join(split.texts[:3])
     (row,) = codec.encode([long_text])
