@@ -50,6 +50,9 @@ METHODS.register("trades")(TRADES)
 METHODS.register("adaptive")(Adaptive)
 METHODS.register("neftune")(NEFTune)
 
+# adv.radius_unit: radii and absolute step sizes in embedding units or times the RMS
+# norm of the embedding rows (Xhonneux et al. 2024: eps = 0.05 x mean row norm)
+RADIUS_UNITS = ("absolute", "embedding_rms")
 # Methods whose ascent loop runs adv.steps times (VAT: power iterations).
 ITERATIVE = ("pgd", "freelb", "smart", "vat", "fgm_vat", "alum", "trades")
 # Methods whose only adversarial term is the divergence: weight_div 0 would make them clean.
@@ -67,6 +70,7 @@ CHOICES = {
     "dropout": ("",) + DROPOUT_MODES,
     "linf_step": ("",) + geometry.LINF_STEPS,
     "stream_geometry": geometry.STREAM_GEOMETRIES,
+    "radius_unit": RADIUS_UNITS,
 }
 # Methods whose every pass enters the loss: no attack pass that adv.dropout=eval could run
 # deterministic.

@@ -235,12 +235,27 @@ class Method:
             return jnp.clip(done / cfg.radius_ramp_steps, 0.0, 1.0)
         return jnp.asarray(1.0, jnp.float32)
 
+    def unit(self, info: BatchInfo) -> jax.Array:
+        """The unit of radii and absolute step sizes (scalar): 1 under ``adv.radius_unit
+        = absolute``; under ``embedding_rms`` the RMS L2 norm of the embedding rows of
+        the current parameters (``info.embedding_rms``, no gradient), so that one config
+        is the same threat on a table of std 0.02 (LLaMA) and one of std 1 (T5)."""
+        if self.config.get("radius_unit", "absolute") != "embedding_rms":
+            return jnp.asarray(1.0, jnp.float32)
+        if info.embedding_rms is None:
+            raise ValueError(
+                "adv.radius_unit=embedding_rms needs BatchInfo.embedding_rms "
+                "(model.embedding_rms(params)) from the train step"
+            )
+        return jax.lax.stop_gradient(jnp.asarray(info.embedding_rms, jnp.float32))
+
     def radius(self, info: BatchInfo) -> jax.Array:
         """The scheduled radius at ``info.step`` (scalar): ``adv.epsilon`` times
-        :meth:`radius_scale`; ``inf`` when ``adv.unbounded``."""
+        :meth:`radius_scale` times :meth:`unit`; ``inf`` when ``adv.unbounded``."""
         if self.config.get("unbounded", False):
             return jnp.asarray(math.inf, jnp.float32)
-        return jnp.asarray(self.config.epsilon, jnp.float32) * self.radius_scale(info)
+        epsilon = jnp.asarray(self.config.epsilon, jnp.float32)
+        return epsilon * self.radius_scale(info) * self.unit(info)
 
     def at_radius(self, directions: Delta, info: BatchInfo, radius) -> Delta:
         """Each stream's ``[B, L, D]`` direction normalised in ``adv.norm``, ``adv.scope``
@@ -342,10 +357,11 @@ class Method:
             "flip_rate": self.flip_rate(clean_out, adv_out, info),
         }
 
-    def step_size(self, radius) -> jax.Array:
-        """``adv.step_size``, or ``2.5 * radius / steps`` (Madry et al.) when left at 0."""
+    def step_size(self, radius, info: BatchInfo) -> jax.Array:
+        """``adv.step_size`` (times :meth:`unit`), or ``2.5 * radius / steps`` (Madry et
+        al.; ``radius`` is in absolute units already) when left at 0."""
         if self.opt.step_size > 0:
-            return jnp.asarray(self.opt.step_size, jnp.float32)
+            return jnp.asarray(self.opt.step_size, jnp.float32) * self.unit(info)
         return 2.5 * jnp.asarray(radius, jnp.float32) / max(self.opt.steps, 1)
 
     def clean_term(self, clean_out: dict, info: BatchInfo) -> jax.Array:

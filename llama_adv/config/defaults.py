@@ -79,6 +79,10 @@ def adv_defaults() -> mlc.ConfigDict:
     # none|random|fgsm|fgm|pgd|freeat|freelb|smart|vat|fgm_vat|alum|trades|adaptive|neftune
     c.method = "none"
     c.epsilon = 1.0  # perturbation radius (adaptive: every example's starting radius)
+    # unit of epsilon and of absolute step sizes: absolute | embedding_rms (times the RMS
+    # L2 norm of the embedding rows, from the current parameters; Xhonneux et al. 2024 use
+    # 0.05 x the mean row norm)
+    c.radius_unit = "absolute"
     c.unbounded = False  # no projection at all (FreeLB's max_norm 0); needs adv.step_size
     c.radius_schedule = "constant"  # constant | linear (ramp from 0 after begin_step)
     c.radius_ramp_steps = 0  # linear schedule: steps to reach epsilon

@@ -82,7 +82,8 @@ class Adaptive(Method):
         warm = info.step < ac.warmup_steps
         radii = jnp.where(warm, self.config.epsilon, table[jnp.clip(ids, 0, num - 1)])
         scale = self.radius_scale(info)
-        attack_radii = radii * scale
+        unit = self.unit(info)  # stored radii are in adv.radius_unit
+        attack_radii = radii * scale * unit
         grads, metrics, clean_out, adv_out = self.base.grads_at(
             objective, params, info, rng, attack_radii
         )
@@ -90,10 +91,10 @@ class Adaptive(Method):
         survived = clean_ok & self.survived(adv_out, info)
         survived_up = survived
         if ac.rule == "iaat":
+            up = (radii + ac.gamma) * scale * unit
             delta_up = self.base.attack(
-                objective, params, info, jax.random.fold_in(rng, 1), (radii + ac.gamma) * scale,
-                clean_out,
-            )  # fmt: skip
+                objective, params, info, jax.random.fold_in(rng, 1), up, clean_out
+            )
             up_out = objective(params, delta_up, self.attack_rng(rng, CHECK_PASS))[1]
             survived_up = survived & self.survived(up_out, info)
         new = self.new_radii(radii, clean_ok, survived, survived_up)

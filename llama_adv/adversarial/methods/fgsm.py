@@ -47,7 +47,7 @@ class FGSM(FGM):
         )
         inner = self.inner_loss(objective, params, info, clean_out, o.inner)
         g = ascent.grad(inner, start, self.attack_rng(rng, 2))
-        step = self.opt.step_size if self.opt.step_size > 0 else 1.25 * radius
+        step = self.step_size(radius, info) if self.opt.step_size > 0 else 1.25 * radius
         return ascent.stop(ascent.step(start, g, masks, o, step, radius))
 
     def grads_at(self, objective, params, info: BatchInfo, rng, radius):

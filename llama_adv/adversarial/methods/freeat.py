@@ -46,8 +46,11 @@ class FreeAT(Method):
             return {}
         return {"delta": {k: jnp.zeros(s, jnp.float32) for k, s in batch_shapes.items()}}
 
-    def step_size(self, radius):
-        return jnp.asarray(self.opt.step_size if self.opt.step_size > 0 else radius, jnp.float32)
+    def step_size(self, radius, info):
+        """``adv.step_size`` (times the radius unit), or the radius."""
+        if self.opt.step_size > 0:
+            return jnp.asarray(self.opt.step_size, jnp.float32) * self.unit(info)
+        return jnp.asarray(radius, jnp.float32)
 
     def _local(self, state, info: BatchInfo):
         """This device's rows of the carried global perturbation (zeros if none)."""
@@ -63,7 +66,7 @@ class FreeAT(Method):
     def update(self, objective, params, opt_state, info: BatchInfo, rng, state, descend):
         o, masks = self.opt, self.masks(info)
         radius = self.radius(info)
-        step_size = self.step_size(radius)
+        step_size = self.step_size(radius, info)
         delta0 = {k: v * masks[k][..., None] for k, v in self._local(state, info).items()}
 
         def loss_fn(p, delta, t):

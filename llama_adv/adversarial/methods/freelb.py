@@ -62,7 +62,7 @@ class FreeLB(Method):
         inner = self.inner_loss(objective, params, info, clean_out, "ce")
         return ascent.run(
             inner, self.start(info, rng, radius), self.masks(info), o, steps=o.steps,
-            step_size=self.step_size(radius), radius=radius,
+            step_size=self.step_size(radius, info), radius=radius,
             rng_at=lambda t: self.attack_rng(rng, t + 1),
         )  # fmt: skip
 
@@ -70,7 +70,7 @@ class FreeLB(Method):
         """Accumulated gradients and metrics at ``radius``; also clean and last outputs."""
         o, masks, k = self.opt, self.masks(info), self.opt.steps
         clean_out = jax.lax.stop_gradient(objective(params, {}, self.rng_at(rng, 0))[1])
-        step_size = self.step_size(radius)
+        step_size = self.step_size(radius, info)
 
         def loss_fn(p, delta, t):
             per_example, outputs = objective(p, delta, self.rng_at(rng, t + 1))

@@ -56,7 +56,7 @@ class PGD(Method):
             masks,
             o,
             steps=o.steps,
-            step_size=self.step_size(radius),
+            step_size=self.step_size(radius, info),
             radius=radius,
             rng_at=lambda t: self.attack_rng(rng, t + 2),
             record=record,

@@ -38,10 +38,11 @@ class TRADES(PGD):
         "divergence": "kl",
     }
 
-    def step_size(self, radius):
-        """``adv.step_size``, or ``(0.03 / 0.031) * radius / K`` (0.003 at eps 0.031, K 10)."""
+    def step_size(self, radius, info):
+        """``adv.step_size`` (times the radius unit), or ``(0.03 / 0.031) * radius / K``
+        (0.003 at eps 0.031, K 10)."""
         if self.opt.step_size > 0:
-            return jnp.asarray(self.opt.step_size, jnp.float32)
+            return jnp.asarray(self.opt.step_size, jnp.float32) * self.unit(info)
         return (0.03 / 0.031) * jnp.asarray(radius, jnp.float32) / max(self.opt.steps, 1)
 
     def __init__(self, config, task):
