@@ -26,6 +26,7 @@ from llama_adv.adversarial.methods.freeat import FreeAT
 from llama_adv.adversarial.methods.freelb import FreeLB
 from llama_adv.adversarial.methods.neftune import NEFTune
 from llama_adv.adversarial.methods.pgd import PGD
+from llama_adv.adversarial.methods.r4f import R4F
 from llama_adv.adversarial.methods.random import RandomPerturbation
 from llama_adv.adversarial.methods.smart import SMART
 from llama_adv.adversarial.methods.trades import TRADES
@@ -49,6 +50,7 @@ METHODS.register("alum")(ALUM)
 METHODS.register("trades")(TRADES)
 METHODS.register("adaptive")(Adaptive)
 METHODS.register("neftune")(NEFTune)
+METHODS.register("r4f")(R4F)
 
 # adv.radius_unit: radii and absolute step sizes in embedding units or times the RMS
 # norm of the embedding rows (Xhonneux et al. 2024: eps = 0.05 x mean row norm)
@@ -56,9 +58,9 @@ RADIUS_UNITS = ("absolute", "embedding_rms")
 # Methods whose ascent loop runs adv.steps times (VAT: power iterations).
 ITERATIVE = ("pgd", "freelb", "smart", "vat", "fgm_vat", "alum", "trades")
 # Methods whose only adversarial term is the divergence: weight_div 0 would make them clean.
-DIVERGENCE_ONLY = ("random", "vat", "alum", "trades")  # fgm_vat: either term will do
+DIVERGENCE_ONLY = ("random", "r4f", "vat", "alum", "trades")  # fgm_vat: either term will do
 # Methods whose perturbation size is the radius itself, so "unbounded" means nothing.
-NEED_RADIUS = ("fgm", "fgsm", "vat", "fgm_vat", "none", "random")
+NEED_RADIUS = ("fgm", "fgsm", "vat", "fgm_vat", "none", "random", "r4f")
 CHOICES = {
     "norm": ("",) + geometry.NORMS,
     "scope": ("",) + geometry.SCOPES,
@@ -74,7 +76,7 @@ CHOICES = {
 }
 # Methods whose every pass enters the loss: no attack pass that adv.dropout=eval could run
 # deterministic.
-NO_ATTACK_PASS = ("random", "freelb", "freeat", "neftune")
+NO_ATTACK_PASS = ("random", "r4f", "freelb", "freeat", "neftune")
 # Common options a method never reads: setting one is an error, not a silent no-op.
 IGNORED = {
     # the loss is the mean over ascent iterates of L(x + delta_t); the ascent maximises it

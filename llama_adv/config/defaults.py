@@ -76,7 +76,7 @@ def data_defaults() -> mlc.ConfigDict:
 def adv_defaults() -> mlc.ConfigDict:
     # -1 (numbers) and "" (strings) mean "the method's own default" (METHODS.md table).
     c = mlc.ConfigDict()
-    # none|random|fgsm|fgm|pgd|freeat|freelb|smart|vat|fgm_vat|alum|trades|adaptive|neftune
+    # none|random|r4f|fgsm|fgm|pgd|freeat|freelb|smart|vat|fgm_vat|alum|trades|adaptive|neftune
     c.method = "none"
     c.epsilon = 1.0  # perturbation radius (adaptive: every example's starting radius)
     # unit of epsilon and of absolute step sizes: absolute | embedding_rms (times the RMS
@@ -126,6 +126,8 @@ def adv_defaults() -> mlc.ConfigDict:
     c.smart.ema_switch_step = -1  # -1: after 10% of train.num_steps, as in the paper
     c.random = mlc.ConfigDict()
     c.random.detach = True  # R3F's noisy pass on detached embeddings (fairseq); False: not
+    c.r4f = mlc.ConfigDict()
+    c.r4f.head = "classifier"  # parameter subtree of the classification head (kernel [D, C])
     c.neftune = mlc.ConfigDict()
     c.neftune.alpha = 5.0  # noise U(-1, 1) * alpha / sqrt(L_i * d) (Jain et al. 2023: 5)
     c.adaptive = mlc.ConfigDict()

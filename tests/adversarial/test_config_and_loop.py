@@ -103,7 +103,7 @@ ENCDEC_FAST = ("pgd", "freelb", "smart")
 @pytest.mark.parametrize(
     "method",
     [m if m in ENCDEC_FAST else pytest.param(m, marks=pytest.mark.slow)
-     for m in sorted(set(METHODS.names()) - {"none"})],
+     for m in sorted(set(METHODS.names()) - {"none", "r4f"})],  # r4f: classification only
 )  # fmt: skip
 def test_methods_train_the_encoder_decoder(quickstart_config, tmp_path, method):
     _train(
