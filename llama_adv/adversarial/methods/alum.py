@@ -8,6 +8,9 @@ Algorithm 1 of the paper). ``alpha_adv = adv.weight_div``: 1 (fine-tuning; 10 fo
 pre-training). The adversarial term is on whenever the method is ``alum`` (config
 validation refuses a zero weight), unlike the released script whose flag defaults to off.
 
+Radius: as SMART's code (namisan/mt-dnn), none besides the unit L-inf sphere; step 1e-3
+absolute (times the unit under ``adv.radius_unit = embedding_rms``), sigma absolute.
+
 Dropout: ``fresh`` by default (separate train-mode forwards in namisan/mt-dnn's
 ALUM code).
 """

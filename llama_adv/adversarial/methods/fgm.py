@@ -5,6 +5,11 @@ embeddings, per example over the whole sequence; the loss is
 ``w_clean * L(x) + w_adv * L(x + r)``. Two forward and two backward passes: the clean
 backward yields both the parameter gradient and ``g``.
 
+Radius: the paper's eps 5.0 (IMDB) is on embeddings normalised to zero mean and unit
+variance per dimension, whose rows have norm about ``sqrt(d)`` (256-wide there), so about
+``0.31`` times the RMS row norm: ``adv.radius_unit = embedding_rms, adv.epsilon = 0.3``
+carries it to another table; ``adv.epsilon`` itself stays the framework-wide default.
+
 Dropout: ``fresh`` by default (a new mask per forward: the clean and perturbed
 forwards are separate train-mode calls in Miyato et al.'s code); under ``eval`` the
 direction comes from a deterministic forward and input backward of its own.

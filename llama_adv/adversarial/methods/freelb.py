@@ -12,6 +12,9 @@ dropout key serves every pass of the update by default (``adv.dropout = shared``
 reference code (zhuchen03/FreeLB) reuses one dropout mask across the ascent iterates.
 ``eval`` is refused: every iterate's one pass is both the attack and the loss.
 Passes: K forward and K backward, plus one clean forward for the flip-rate metric.
+The launch scripts' radii (max_norm 0.4..0.7, adv_lr 0.1) are absolute, on RoBERTa/ALBERT
+embedding tables; under ``adv.radius_unit = embedding_rms`` both are read in units of the
+table's RMS row norm instead (``init_mag`` stays absolute).
 """
 
 from __future__ import annotations

@@ -18,6 +18,11 @@ per-token rescaling onto the sphere is ``adv.projection = "sphere"`` (with epsil
 that code's unit sphere). Passes: ``(K + 2)`` forwards and ``(K + 1)`` backwards, plus the
 teacher forward.
 
+Radius: the paper and namisan/mt-dnn give none (the code's ``adv_epsilon`` 1e-6 is the
+normalisation's numerical guard, its noise lands on the unit L-inf sphere); the step 1e-3
+is absolute and, like ``adv.epsilon``, scales with ``adv.radius_unit = embedding_rms``;
+sigma (``adv.init_magnitude``) stays absolute.
+
 Dropout: ``fresh`` by default (the clean, noisy and ascent forwards are separate
 train-mode calls in namisan/mt-dnn); the teacher forward reuses the clean pass's key,
 so that ``D_breg`` measures the parameter change and not dropout noise.

@@ -9,6 +9,8 @@ both sides, as in the reference code. Defaults: K 10, beta 1, L-inf, step
 K 10. Its CIFAR-10 script (``train_trades_cifar10.py``) passes step 0.007 (about
 ``2.26 eps / K``); set ``adv.step_size`` for that.
 
+eps 0.031 (8/255) is an image-pixel radius; there is no text radius to carry over.
+
 Dropout: ``eval`` by default, as the reference (yaodongyu/TRADES, ``trades.py``) attacks
 under ``model.eval()``: the ascent passes, and the clean outputs the inner KL measures
 against, are deterministic (one extra clean forward); the loss passes run in train mode.

@@ -3,6 +3,9 @@
 ``L(x) + lambda KL(stopgrad p(x) || p(x + r))`` with ``r`` from power iteration:
 ``d ~ N(0, 1)``, then ``adv.steps`` times ``d <- grad_r KL(p(x) || p(x + xi d / ||d||))``,
 and ``r = eps d / ||d||``; ``xi = adv.vat.xi`` (0.1), ``lambda = adv.weight_div`` (1).
+The paper's eps 5.0 is on normalised embeddings, as for ``fgm`` (about 0.31 in
+``adv.radius_unit = embedding_rms``); ``xi`` stays absolute (only the probe's direction
+matters).
 
 Unlabelled examples: the KL term needs no labels, so a batch may mix labelled and
 unlabelled examples. An example is unlabelled when the batch has a ``"labeled"`` field
