@@ -111,8 +111,11 @@ def make_train_step(
 
     def per_device(state: TrainState, batch: dict, rng: jax.Array):
         rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA_AXIS))
-        all_masks = model.perturbable_mask(batch)
+        all_masks = model.perturbable_mask(
+            batch, perturb_special=bool(adv_config.get("perturb_special", False))
+        )
         masks = {k: all_masks[k].astype(jnp.float32) for k in streams}
+        tokens = model.stream_tokens(batch)
         shapes = jax.eval_shape(model.embed, state.params, batch)
         info = BatchInfo(
             masks=masks,
@@ -122,6 +125,8 @@ def make_train_step(
             step=state.step,
             axis_name=DATA_AXIS,
             div_denominator=jax.lax.psum(jnp.sum(task.divergence_denominator(batch)), DATA_AXIS),
+            tokens={k: tokens[k] for k in streams},
+            embedding_rms=model.embedding_rms(state.params),
         )
         objective = make_objective(model, task, batch, masks)
         params, opt_state, metrics, method_state = update(
