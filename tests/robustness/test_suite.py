@@ -77,12 +77,12 @@ def test_fgm_training_buys_pgd_accuracy_at_its_radius(clean_run, fgm_run, train_
     """FGM-trained accuracy under PGD-10 at the training radius beats clean training's by
     more than 0.10 (200 examples, 1000 steps each).
 
-    Measured gaps (fgm - none), 2-core Xeon: 0.30 (0.52 vs 0.22; this test's setting: seed 0,
-    4 devices), 0.515 (0.71 vs 0.195; jax_num_cpu_devices=1), 0.435 (0.73 vs 0.295;
-    train.seed=1), 0.48 (0.69 vs 0.21; 2 devices), 0.54 (0.82 vs 0.28;
-    XLA_FLAGS=--xla_cpu_enable_fast_math=true; =false is the default, same numbers): at least
-    0.20 above the threshold. At 500 steps the gap was 0.025 here and 0.05 on an AMD EPYC
-    machine: FGM's robustness had not yet emerged.
+    Measured gaps (fgm - none), 2-core Xeon, commit 0a553f2: 0.53 (0.755 vs 0.225; this
+    test's setting: seed 0, 4 devices), 0.52 (0.825 vs 0.305; train.seed=1), 0.59 (0.80 vs
+    0.21; jax_num_cpu_devices=2). Before the readout token was excluded from perturbation
+    (1d6656c) they were 0.30-0.54 over seeds, 1-4 devices and
+    XLA_FLAGS=--xla_cpu_enable_fast_math=true: at least 0.20 above the threshold. At 500
+    steps the old gap was 0.025 here and 0.05 on an AMD EPYC machine.
     """
     import jax
 
