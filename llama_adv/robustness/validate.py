@@ -116,10 +116,12 @@ def validate_robustness_config(section: Mapping) -> None:
     if not isinstance(section["bleu"], bool):
         raise UserError(f"robustness.bleu must be True or False, got {section['bleu']!r}.")
     _names(section, "discrete_attacks", DISCRETE_ATTACKS)
-    if _number(section, "sub_budget", 0.0, 1.0) == 0.0:
+    budget = section["sub_budget"]
+    if not _is_number(budget) or not 0 < budget <= 1:
         raise UserError(
-            "robustness.sub_budget must be in (0, 1] (the fraction of a text's tokens HotFlip "
-            "may change), got 0; drop hotflip from robustness.discrete_attacks instead."
+            "robustness.sub_budget must be a number in (0, 1] (the fraction of a text's tokens "
+            f"HotFlip may change), got {budget!r}; to skip HotFlip, drop it from "
+            "robustness.discrete_attacks."
         )
     _int(section, "sub_neighbors", 1)
     _int(section, "sub_candidates", 1)
