@@ -120,7 +120,8 @@ def _discrete(
             candidates=rc.sub_candidates,
         )
         adv_pred = clf.predict(adv)
-        editable = np.maximum(np.sum(tokens >= 4, axis=1), 1)
+        ordinary = ~np.isin(tokens, [tok.pad_id, tok.bos_id, tok.eos_id, tok.unk_id])
+        editable = np.maximum(np.sum(ordinary, axis=1), 1)
         results["hotflip"] = summarize(
             Outcomes(clean_ok, adv_pred == labels, changed.sum(1) / editable, queries)
         ) | {"seconds": time.perf_counter() - t0}

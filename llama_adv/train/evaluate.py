@@ -17,7 +17,8 @@ from llama_adv.data.base import Split
 from llama_adv.data.bleu import bleu_from_ids, split_references
 from llama_adv.data.pipeline import eval_batches
 from llama_adv.models import Model
-from llama_adv.models.decoding import BOS_ID, EOS_ID, generate_from_encoded
+from llama_adv.models.decoding import generate_from_encoded
+from llama_adv.special_tokens import BOS_ID, EOS_ID
 from llama_adv.tasks import Task
 from llama_adv.tasks.sequence import Seq2SeqTask
 from llama_adv.train.mesh import to_global, to_host
