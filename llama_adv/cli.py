@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 
 from llama_adv.errors import UserError
@@ -33,11 +34,17 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     return rest, overrides
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def _train(args: argparse.Namespace, overrides: list[str]) -> None:
     from llama_adv.config import load_config
     from llama_adv.train import train_and_evaluate
 
     config = load_config(args.config, overrides)
+    # SIGTERM (a scheduler's or `kill`'s stop) takes Ctrl-C's path: checkpoint, then exit 2.
+    signal.signal(signal.SIGTERM, _interrupt)
     summary = train_and_evaluate(config, args.workdir, overwrite=args.overwrite)
     evaluation = summary["eval"]
     print(" ".join(f"{k}={v:.4f}" for k, v in evaluation.items() if "accuracy" in k or k == "loss"))
@@ -124,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workdir", required=True, help="run directory (resumed if present)")
     train.add_argument(
         "--overwrite", action="store_true",
-        help="delete a run with a different config in --workdir and start again",
+        help="delete everything in --workdir (another run, broken checkpoints) and start again",
     )  # fmt: skip
     train.set_defaults(run=_train)
 

@@ -5,6 +5,7 @@ on its workdir is refused, and a killed one leaves no lock behind."""
 
 import json
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -51,7 +52,8 @@ def test_ctrl_c_logs_the_interrupted_step_then_resumes(tmp_path, reference_run, 
     assert f"PID {child.proc.pid}" in err and len(err.strip().splitlines()) == 1
     assert (workdir / "metrics.jsonl").read_bytes() == before  # the second wrote nothing
 
-    child.interrupt()  # SIGINT, as a terminal's Ctrl-C or the sweep sends it
+    # SIGTERM takes Ctrl-C's path in the CLI (the sweep tests send SIGINT to their runs).
+    child.interrupt(signal.SIGTERM)
     code, _, err = child.finish()
     assert code == 2 and "Interrupted at step 3; checkpoint saved" in err
     assert "Traceback" not in err

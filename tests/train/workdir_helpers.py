@@ -100,8 +100,8 @@ class Child:
                 pytest.fail("child did not reach its hook")
             time.sleep(0.2)
 
-    def interrupt(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
+    def interrupt(self, signum: int = signal.SIGINT) -> None:
+        self.proc.send_signal(signum)
 
     def finish(self, timeout: float = 300) -> tuple[int, str, str]:
         try:
