@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 
 from llama_adv.adversarial import geometry
+from llama_adv.errors import UserError
 from llama_adv.tasks import Task
 
 Params = Any
@@ -109,6 +110,11 @@ def perturbation_norms(delta: Delta, kind: str) -> jax.Array:
     return jnp.sqrt(sum(squares))
 
 
+def fail(field: str, message: str) -> UserError:
+    """The error of a bad ``adv.<field>``."""
+    return UserError(f"adv.{field} {message}")
+
+
 # Sentinels meaning "the method's own default" in the ``adv`` config section.
 AUTO_NUMBER, AUTO_STRING = -1, ""
 # Options every method resolves against its ``defaults``; the fallback is the last column.
@@ -128,6 +134,9 @@ COMMON = {
     "linf_step": "sign",
     "stream_geometry": "joint",  # the radius bounds all perturbed streams together
 }
+# The common options whose sentinel means "the method's default": a method lists in
+# ``Method.uses`` those it reads; setting one it does not read is a config error.
+METHOD_OPTIONS = tuple(name for name in COMMON if name != "stream_geometry")
 # adv.dropout: how an update's forward passes draw their dropout masks ("" = the method's).
 DROPOUT_MODES = ("shared", "fresh", "eval")
 # Folded into an update's key for the perturbation's random start (dropout keys use the
@@ -179,21 +188,101 @@ class Method:
       default_dropout: ``adv.dropout`` when left at "": ``shared`` (one dropout key for
         every pass of an update), ``fresh`` (a new key per forward pass) or ``eval`` (the
         attack's passes deterministic, the loss passes fresh).
+      num_steps: ``train.num_steps`` (schedules given as a fraction of training need it).
+
+    What the config validation (:meth:`validate`) knows of a method, it reads from the
+    class attributes below and from :meth:`validate` itself (a subclass extends it with
+    the checks of its ``adv.<name>`` sub-section); nothing outside the class lists methods.
     """
 
+    #: its ascent loop runs ``adv.steps`` times (VAT: power iterations): steps >= 1
+    iterative: ClassVar[bool] = False
+    #: its perturbation's size is the radius itself: ``adv.unbounded`` means nothing
+    needs_radius: ClassVar[bool] = False
+    #: its only adversarial term is the divergence: ``adv.weight_div`` must be > 0
+    divergence_only: ClassVar[bool] = False
+    #: it has passes that only move ``delta`` (so ``adv.dropout = eval`` can run them
+    #: deterministic); False when every pass enters the loss
+    attack_pass: ClassVar[bool] = True
+    #: Miyato et al.'s random baseline: ``adv.init = sphere`` is allowed, and with
+    #: ``adv.weight_adv > 0`` the divergence may be off (``random`` only)
+    miyato_baseline: ClassVar[bool] = False
+    #: the options of :data:`METHOD_OPTIONS` it reads; one outside set to a non-default
+    #: value is an error naming the field and the method (unless ``refuse_unused`` is off)
+    uses: ClassVar[frozenset[str]] = frozenset()
+    refuse_unused: ClassVar[bool] = True
+    #: appended to the "is not used by" error (why the method has no use for the option)
+    unused_reason: ClassVar[str] = ""
+
     passes: tuple[float, float] = (1, 1)
-    num_steps: int = 0  # train.num_steps, set by build_method
     updates_per_batch: int = 1  # optimizer updates per batch (FreeAT: m); the lr schedule
     # spans train.num_steps * updates_per_batch updates
     cost: tuple[float, float, float] = (1, 0, 1)
     defaults: ClassVar[dict[str, Any]] = {}
     default_dropout: ClassVar[str] = "fresh"
 
-    def __init__(self, config: mlc.ConfigDict, task: Task):
+    def __init__(self, config: mlc.ConfigDict, task: Task, num_steps: int = 0):
         self.config = config
         self.task = task
+        self.num_steps = int(num_steps)
         self.opt = Options.resolve(config, self.defaults)
         self.dropout = config.get("dropout", "") or self.default_dropout
+
+    # ------------------------------------------------------------------- validation
+    @classmethod
+    def validate(cls, config: mlc.ConfigDict) -> None:
+        """Raises UserError naming the field of an ``adv`` section this method cannot run.
+
+        The base checks what the class attributes state (:meth:`check_common`); a method
+        with an ``adv.<name>`` sub-section extends this with the checks of its fields.
+        """
+        cls.check_common(config)
+
+    @classmethod
+    def check_common(
+        cls, config: mlc.ConfigDict, attack: type[Method] | None = None, label: str = ""
+    ) -> None:
+        """The rules the class attributes state.
+
+        Args:
+          attack: the class whose attack and loss run (``adaptive``: its base): its
+            defaults, ``iterative``, ``uses`` and ``attack_pass`` apply; the rest are this
+            class's.
+          label: the method as error messages name it (default: ``adv.method``).
+        """
+        attack = cls if attack is None else attack
+        label = label or repr(config.method)
+        opt = Options.resolve(config, attack.defaults)
+        if attack.iterative and opt.steps < 1:
+            raise fail("steps", f"must be >= 1 for the iterative method {label}, got {opt.steps}.")
+        if attack.refuse_unused:
+            for field in METHOD_OPTIONS:
+                value = config.get(field, AUTO_NUMBER)
+                if field not in attack.uses and value not in (AUTO_NUMBER, AUTO_STRING):
+                    default = AUTO_STRING if isinstance(COMMON[field], str) else AUTO_NUMBER
+                    raise fail(
+                        field,
+                        f"is not used by {label}{attack.unused_reason}; leave it at its "
+                        f"default ({default!r}), got {value!r}.",
+                    )
+        if config.get("dropout", "") == "eval" and not attack.attack_pass:
+            raise fail(
+                "dropout",
+                f"'eval' does not apply to {label}: its passes all enter the loss "
+                "(no separate attack pass); use shared or fresh.",
+            )
+        if opt.init == "sphere" and not cls.miyato_baseline:
+            raise fail("init", f"'sphere' is the random method's baseline, not for {label}.")
+        perturbed_loss = cls.miyato_baseline and opt.weight_adv > 0  # L(x) + L(x + r)
+        if cls.divergence_only and opt.weight_div <= 0 and not perturbed_loss:
+            raise fail("weight_div", f"must be > 0 for {label}: its divergence term is the method.")
+        if config.get("unbounded", False):
+            if cls.needs_radius or opt.projection == "sphere":
+                raise fail("unbounded", f"does not apply to {label} (its step is the radius).")
+            if opt.step_size <= 0:
+                raise fail(
+                    "step_size", "must be set (> 0) with adv.unbounded: 2.5 * eps / K is inf."
+                )
 
     # ----------------------------------------------------------------- state and cost
     def init_state(
@@ -433,6 +522,41 @@ class Method:
             (clean_grads,) = pullback(d_clean)
             grads = jax.tree.map(jnp.add, grads, clean_grads)
         return grads, terms, adv_out, extra_metrics
+
+
+class DelayedStart:
+    """A method whose adversary starts at ``adv.begin_step``: plain training (``clean``)
+    before, ``method`` from then on. :func:`~llama_adv.adversarial.build_method` applies it;
+    every attribute but :meth:`update` is the wrapped method's.
+
+    Both branches live in one compiled program (``lax.cond``); the clean branch reports
+    zeros for the metrics only the adversarial branch has.
+    """
+
+    def __init__(self, method: Method, clean: Method, begin_step: int):
+        self.method = method
+        self.clean = clean
+        self.begin_step = int(begin_step)
+
+    def __getattr__(self, name: str):  # only reached for names this class lacks
+        return getattr(self.__dict__["method"], name)
+
+    def update(self, objective, params, opt_state, info: BatchInfo, rng, state, descend):
+        args = (objective, params, opt_state, info, rng, state, descend)
+        method, clean = self.method, self.clean
+        _, _, adv_metrics, _ = jax.eval_shape(lambda: method.update(*args))
+
+        def adversarial(_):
+            return method.update(*args)
+
+        def warmup(_):
+            params_, opt_, metrics, _ = clean.update(*args)
+            metrics = {
+                k: metrics.get(k, jnp.zeros(s.shape, s.dtype)) for k, s in adv_metrics.items()
+            }
+            return params_, opt_, metrics, state
+
+        return jax.lax.cond(info.step >= self.begin_step, adversarial, warmup, None)
 
 
 def _batch_stream_tokens(batch: dict, stream: str) -> jax.Array | None:

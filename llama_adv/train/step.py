@@ -16,7 +16,6 @@ import optax
 from jax.sharding import Mesh, PartitionSpec
 
 from llama_adv.adversarial import BatchInfo, Method, select_streams
-from llama_adv.adversarial.methods.clean import NoAdversary
 from llama_adv.models import Model
 from llama_adv.tasks import Task
 from llama_adv.train.mesh import DATA_AXIS
@@ -55,32 +54,6 @@ def make_objective(model: Model, task: Task, batch: dict, masks: dict):
     return objective
 
 
-def _with_delayed_start(method: Method, clean: Method, begin_step: int) -> Callable:
-    """``update`` that runs ``clean`` before ``begin_step`` and ``method`` from then on.
-
-    Both branches live in one compiled program (``lax.cond``); the clean branch reports
-    zeros for the metrics only the adversarial branch has.
-    """
-
-    def update(objective, params, opt_state, info, rng, state, descend):
-        args = (objective, params, opt_state, info, rng, state, descend)
-        _, _, adv_metrics, _ = jax.eval_shape(lambda: method.update(*args))
-
-        def adversarial(_):
-            return method.update(*args)
-
-        def warmup(_):
-            params_, opt_, metrics, _ = clean.update(*args)
-            metrics = {
-                k: metrics.get(k, jnp.zeros(s.shape, s.dtype)) for k, s in adv_metrics.items()
-            }
-            return params_, opt_, metrics, state
-
-        return jax.lax.cond(info.step >= begin_step, adversarial, warmup, None)
-
-    return update
-
-
 def make_train_step(
     model: Model,
     task: Task,
@@ -93,16 +66,15 @@ def make_train_step(
     """Builds the jitted, data-parallel train step.
 
     Args:
-      adv_config: the ``adv`` section (streams to perturb, ``begin_step``).
+      method: from :func:`~llama_adv.adversarial.build_method` (which applies the delayed
+        start of ``adv.begin_step``); the step only calls its ``update``.
+      adv_config: the ``adv`` section (streams to perturb, ``perturb_special``).
 
     Returns:
       ``train_step(state, batch, rng)``: ``batch`` holds global arrays sharded over
       ``"data"``, ``rng`` is this step's key; ``state`` is donated.
     """
     streams = select_streams(adv_config.streams, model.streams)
-    update = method.update
-    if adv_config.begin_step > 0 and not isinstance(method, NoAdversary):
-        update = _with_delayed_start(method, NoAdversary(adv_config, task), adv_config.begin_step)
 
     def descend(params, opt_state, grads):
         grads = jax.lax.psum(grads, DATA_AXIS)
@@ -129,7 +101,7 @@ def make_train_step(
             embedding_rms=model.embedding_rms(state.params),
         )
         objective = make_objective(model, task, batch, masks)
-        params, opt_state, metrics, method_state = update(
+        params, opt_state, metrics, method_state = method.update(
             objective, state.params, state.opt_state, info, rng, state.method_state, descend
         )
         # The schedule counts optimizer updates (FreeAT takes several per batch).

@@ -31,7 +31,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from llama_adv.adversarial.base import BatchInfo, Method
+from llama_adv.adversarial.base import BatchInfo, Method, fail
 from llama_adv.adversarial.methods.fgm import FGM
 from llama_adv.adversarial.methods.freelb import FreeLB
 from llama_adv.adversarial.methods.pgd import PGD
@@ -41,10 +41,10 @@ CHECK_PASS = 0x636865  # pass index of the iaat check forward (no base pass uses
 
 
 class Adaptive(Method):
-    def __init__(self, config, task):
+    def __init__(self, config, task, num_steps: int = 0):
         self.ac = config.adaptive
-        self.base = BASES[self.ac.base](config, task)
-        super().__init__(config, task)
+        self.base = BASES[self.ac.base](config, task, num_steps)
+        super().__init__(config, task, num_steps)
         self.base.dropout = self.dropout  # adaptive's dropout default, not the base's
         self.opt = self.base.opt
         self.passes = self.base.passes
@@ -53,6 +53,23 @@ class Adaptive(Method):
             extra = self.opt.steps if self.ac.base != "fgm" else 1
             forward, input_backward = forward + extra + 1, input_backward + extra
         self.cost = (forward, input_backward, param_backward)
+
+    @classmethod
+    def validate(cls, config):
+        """Its sub-section first (``adv.adaptive.base`` picks the defaults), then the common
+        rules with the base's attack and loss (its defaults, steps, options, dropout)."""
+        a = config.adaptive
+        if a.base not in BASES:
+            raise fail("adaptive.base", f"must be one of {tuple(BASES)}, got {a.base!r}.")
+        if a.rule not in ("one", "iaat"):
+            raise fail("adaptive.rule", f"must be 'one' or 'iaat', got {a.rule!r}.")
+        if a.gamma < 0:
+            raise fail("adaptive.gamma", f"must be >= 0, got {a.gamma}.")
+        if not 0 < a.smoothing <= 1:
+            raise fail("adaptive.smoothing", f"must be in (0, 1], got {a.smoothing}.")
+        if not 0 <= a.eps_min <= a.eps_max:
+            raise fail("adaptive.eps_min", f"must satisfy 0 <= eps_min <= eps_max ({a.eps_max}).")
+        cls.check_common(config, BASES[a.base], f"'adaptive' (base {a.base!r})")
 
     def eval_cost(self):
         return self.base.eval_cost()

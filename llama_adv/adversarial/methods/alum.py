@@ -23,6 +23,7 @@ from llama_adv.adversarial.methods.pgd import PGD
 
 
 class ALUM(PGD):
+    divergence_only = True
     defaults: ClassVar[dict[str, Any]] = {
         "weight_clean": 1.0,
         "weight_adv": 0.0,
@@ -39,8 +40,8 @@ class ALUM(PGD):
         "projection": "sphere",
     }
 
-    def __init__(self, config, task):
-        super().__init__(config, task)
+    def __init__(self, config, task, num_steps: int = 0):
+        super().__init__(config, task, num_steps)
         k = self.opt.steps
         self.passes = (k + 2, k + 1)
         self.cost = (k + 2, k, 2)

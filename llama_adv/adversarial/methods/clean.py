@@ -9,6 +9,10 @@ from llama_adv.adversarial.base import BatchInfo, Method
 
 class NoAdversary(Method):
     passes = (1, 1)
+    needs_radius = True
+    # The clean baseline of a sweep carries the sweep's shared adversarial options (a
+    # threat model, step sizes) unread: it refuses none of them.
+    refuse_unused = False
 
     def grads(self, objective, params, info: BatchInfo, rng, state):
         def loss_fn(p):

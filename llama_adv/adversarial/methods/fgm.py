@@ -26,6 +26,9 @@ from llama_adv.adversarial.base import BatchInfo, Method
 
 
 class FGM(Method):
+    needs_radius = True
+    uses = frozenset({"weight_clean", "weight_adv", "weight_div", "norm", "scope", "linf_step",
+                      "inner", "divergence"})  # fmt: skip
     passes = (2, 2)
     cost = (2, 0, 2)
     defaults: ClassVar[dict[str, Any]] = {

@@ -28,10 +28,11 @@ from llama_adv.adversarial.methods.vat import VAT, with_all_labeled
 
 
 class FGMVAT(VAT):
+    divergence_only = False  # either term will do
     defaults: ClassVar[dict[str, Any]] = {**VAT.defaults, "weight_adv": 1.0}
 
-    def __init__(self, config, task):
-        super().__init__(config, task)
+    def __init__(self, config, task, num_steps: int = 0):
+        super().__init__(config, task, num_steps)
         k = self.opt.steps
         self.passes = (3 + k, 2 + k)
         self.cost = (3 + k, k, 3)

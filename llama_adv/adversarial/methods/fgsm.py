@@ -22,6 +22,8 @@ from llama_adv.adversarial.methods.fgm import FGM
 
 
 class FGSM(FGM):
+    # the random start (adv.fgsm.random_start) reads init, step_size and projection
+    uses = FGM.uses | {"init", "step_size", "projection"}
     passes = (2, 2)
     cost = (2, 0, 2)
     defaults: ClassVar[dict[str, Any]] = {
@@ -32,8 +34,8 @@ class FGSM(FGM):
         "init": "uniform",
     }
 
-    def __init__(self, config, task):
-        super().__init__(config, task)
+    def __init__(self, config, task, num_steps: int = 0):
+        super().__init__(config, task, num_steps)
         self.random_start = bool(config.fgsm.random_start)
         if self.random_start:
             self.passes, self.cost = (3, 3), (3, 1, 2)

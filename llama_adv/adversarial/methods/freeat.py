@@ -21,10 +21,14 @@ import jax
 import jax.numpy as jnp
 
 from llama_adv.adversarial import ascent
-from llama_adv.adversarial.base import BatchInfo, Method
+from llama_adv.adversarial.base import BatchInfo, Method, fail
 
 
 class FreeAT(Method):
+    attack_pass = False  # each replay's one pass is both the attack and the loss
+    # the loss is each replay's L(x + delta); adv.divergence names the loss_div metric's
+    uses = frozenset({"step_size", "norm", "scope", "linf_step", "projection", "divergence"})
+    unused_reason = " (each replay's loss is L(x + delta), its ascent one step)"
     defaults: ClassVar[dict[str, Any]] = {
         "norm": "l2",
         "weight_clean": 0.0,
@@ -32,12 +36,18 @@ class FreeAT(Method):
         "weight_div": 0.0,
     }
 
-    def __init__(self, config, task):
-        super().__init__(config, task)
+    def __init__(self, config, task, num_steps: int = 0):
+        super().__init__(config, task, num_steps)
         self.replays = int(config.freeat.replays)
         self.updates_per_batch = self.replays
         self.passes = (self.replays, self.replays)
         self.cost = (self.replays, 0, self.replays)
+
+    @classmethod
+    def validate(cls, config):
+        super().validate(config)
+        if config.freeat.replays < 1:
+            raise fail("freeat.replays", f"must be >= 1, got {config.freeat.replays}.")
 
     def init_state(self, params, num_examples: int, batch_shapes: dict | None = None):
         """``{"delta": {stream: zeros (global B, max L, D)}}``, the carried perturbation;

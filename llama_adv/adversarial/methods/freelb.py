@@ -29,6 +29,11 @@ from llama_adv.adversarial.base import NOISE_STREAM, BatchInfo, Method
 
 
 class FreeLB(Method):
+    iterative = True
+    attack_pass = False  # every iterate's one pass is both the attack and the loss
+    uses = frozenset({"steps", "step_size", "init", "init_magnitude", "norm", "scope",
+                      "linf_step", "projection"})  # fmt: skip
+    unused_reason = " (its loss is the mean of the ascent iterates' losses)"
     default_dropout = "shared"  # the reference reuses one dropout mask across iterates
     defaults: ClassVar[dict[str, Any]] = {
         "steps": 2,
@@ -42,8 +47,8 @@ class FreeLB(Method):
         "weight_div": 0.0,
     }
 
-    def __init__(self, config, task):
-        super().__init__(config, task)
+    def __init__(self, config, task, num_steps: int = 0):
+        super().__init__(config, task, num_steps)
         k = self.opt.steps
         self.passes = (k, k)
         self.cost = (k + 1, 0, k)

@@ -26,7 +26,14 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from llama_adv.adversarial.base import NOISE_STREAM, BatchInfo, Delta, Method, perturbation_norms
+from llama_adv.adversarial.base import (
+    NOISE_STREAM,
+    BatchInfo,
+    Delta,
+    Method,
+    fail,
+    perturbation_norms,
+)
 
 
 def neftune_noise(uniform: Delta, lengths_from: dict, masks: dict, alpha) -> Delta:
@@ -45,13 +52,22 @@ def neftune_noise(uniform: Delta, lengths_from: dict, masks: dict, alpha) -> Del
 
 
 class NEFTune(Method):
+    attack_pass = False  # one noisy pass, the loss
+    # reads none of the common options: its noise is adv.neftune.alpha's (uses is empty)
+    unused_reason = " (its noise is U(-1, 1) * adv.neftune.alpha / sqrt(L_i * d))"
     passes = (1, 1)
     cost = (1, 0, 1)
     defaults: ClassVar[dict[str, Any]] = {"weight_clean": 0.0, "weight_adv": 1.0, "weight_div": 0.0}
 
-    def __init__(self, config, task):
-        super().__init__(config, task)
+    def __init__(self, config, task, num_steps: int = 0):
+        super().__init__(config, task, num_steps)
         self.alpha = float(config.neftune.alpha)
+
+    @classmethod
+    def validate(cls, config):
+        super().validate(config)
+        if not config.neftune.alpha >= 0:
+            raise fail("neftune.alpha", f"must be >= 0 (noise scale), got {config.neftune.alpha}.")
 
     def noise(self, rng, info: BatchInfo) -> Delta:
         """This update's noise ``{stream: [B, L, D]}``, zero on padding."""

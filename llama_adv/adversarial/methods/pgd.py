@@ -17,10 +17,12 @@ from typing import Any, ClassVar
 import jax
 
 from llama_adv.adversarial import ascent
-from llama_adv.adversarial.base import NOISE_STREAM, BatchInfo, Method
+from llama_adv.adversarial.base import METHOD_OPTIONS, NOISE_STREAM, BatchInfo, Method
 
 
 class PGD(Method):
+    iterative = True
+    uses = frozenset(METHOD_OPTIONS)
     defaults: ClassVar[dict[str, Any]] = {
         "weight_clean": 0.0,
         "weight_adv": 1.0,
@@ -32,8 +34,8 @@ class PGD(Method):
         "linf_step": "sign",
     }
 
-    def __init__(self, config, task):
-        super().__init__(config, task)
+    def __init__(self, config, task, num_steps: int = 0):
+        super().__init__(config, task, num_steps)
         k = self.opt.steps
         clean_backward = 1 if (self.opt.weight_clean or self.opt.weight_div) else 0
         self.passes = (k + 1, k + 1)

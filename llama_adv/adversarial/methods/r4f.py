@@ -56,8 +56,10 @@ def sigma(kernel: jax.Array, u: jax.Array, v: jax.Array) -> jax.Array:
 
 
 class R4F(RandomPerturbation):
-    def __init__(self, config, task):
-        super().__init__(config, task)
+    miyato_baseline = False  # R3F's noise only: no sphere baseline, the divergence is on
+
+    def __init__(self, config, task, num_steps: int = 0):
+        super().__init__(config, task, num_steps)
         if task.head != "classification":
             raise UserError(
                 "adv.method=r4f normalises a classification head; use task.name="

@@ -30,6 +30,12 @@ from llama_adv.adversarial.base import NOISE_STREAM, BatchInfo, Method
 
 
 class RandomPerturbation(Method):
+    needs_radius = True
+    divergence_only = True
+    attack_pass = False  # the noisy pass enters the loss
+    miyato_baseline = True
+    uses = frozenset({"weight_clean", "weight_adv", "weight_div", "init", "init_magnitude",
+                      "norm", "scope", "linf_step", "divergence"})  # fmt: skip
     passes = (2, 1)
     cost = (2, 0, 2)
     defaults: ClassVar[dict[str, Any]] = {
@@ -41,8 +47,8 @@ class RandomPerturbation(Method):
         "divergence": "symmetric_kl",
     }
 
-    def __init__(self, config, task):
-        super().__init__(config, task)
+    def __init__(self, config, task, num_steps: int = 0):
+        super().__init__(config, task, num_steps)
         # Miyato's sphere baseline trains the embeddings through L(x + z): never detached.
         self.detach_perturbed = bool(config.random.detach) and self.opt.init != "sphere"
 

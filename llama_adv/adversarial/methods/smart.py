@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from llama_adv.adversarial.base import BatchInfo
+from llama_adv.adversarial.base import BatchInfo, fail
 from llama_adv.adversarial.methods.pgd import PGD
 
 
@@ -56,12 +56,27 @@ class SMART(PGD):
         "projection": "ball",
     }
 
-    def __init__(self, config, task):
-        super().__init__(config, task)
+    def __init__(self, config, task, num_steps: int = 0):
+        super().__init__(config, task, num_steps)
         k = self.opt.steps
         self.sc = config.smart
         self.passes = (k + 3, k + 1)
         self.cost = (k + 3, k, 2)
+
+    @classmethod
+    def validate(cls, config):
+        super().validate(config)
+        s = config.smart
+        for field in ("ema_early", "ema_late"):
+            if not 0 <= s[field] <= 1:
+                raise fail(f"smart.{field}", f"must be in [0, 1], got {s[field]}.")
+        if s.weight_breg < 0:
+            raise fail("smart.weight_breg", f"must be >= 0, got {s.weight_breg}.")
+        if s.ema_switch_step < -1:
+            raise fail(
+                "smart.ema_switch_step",
+                f"must be >= 0 (or -1: 10% of training), got {s.ema_switch_step}.",
+            )
 
     def init_state(self, params, num_examples: int, batch_shapes: dict | None = None):
         """``{"teacher": params}``: the EMA teacher starts at the initial parameters."""

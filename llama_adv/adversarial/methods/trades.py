@@ -26,6 +26,7 @@ from llama_adv.adversarial.methods.pgd import PGD
 
 
 class TRADES(PGD):
+    divergence_only = True
     default_dropout = "eval"  # the reference attacks under model.eval()
     defaults: ClassVar[dict[str, Any]] = {
         "weight_clean": 1.0,
@@ -47,8 +48,8 @@ class TRADES(PGD):
             return jnp.asarray(self.opt.step_size, jnp.float32) * self.unit(info)
         return (0.03 / 0.031) * jnp.asarray(radius, jnp.float32) / max(self.opt.steps, 1)
 
-    def __init__(self, config, task):
-        super().__init__(config, task)
+    def __init__(self, config, task, num_steps: int = 0):
+        super().__init__(config, task, num_steps)
         k = self.opt.steps
         self.passes = (k + 2, k + 1)
         self.cost = (k + 2, k, 2)

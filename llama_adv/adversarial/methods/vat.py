@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from llama_adv.adversarial import ascent, geometry
-from llama_adv.adversarial.base import NOISE_STREAM, BatchInfo, Method
+from llama_adv.adversarial.base import NOISE_STREAM, BatchInfo, Method, fail
 
 
 def labeled_mask(batch: dict) -> jax.Array:
@@ -51,6 +51,11 @@ def with_all_labeled(batch: dict) -> dict:
 
 
 class VAT(Method):
+    iterative = True  # adv.steps power iterations
+    needs_radius = True
+    divergence_only = True
+    uses = frozenset({"weight_clean", "weight_adv", "weight_div", "steps", "norm", "scope",
+                      "linf_step", "inner", "divergence"})  # fmt: skip
     defaults: ClassVar[dict[str, Any]] = {
         "weight_clean": 1.0,
         "weight_adv": 0.0,
@@ -62,11 +67,17 @@ class VAT(Method):
     }
     div_through_clean = False  # the clean side of the KL is a fixed target
 
-    def __init__(self, config, task):
-        super().__init__(config, task)
+    def __init__(self, config, task, num_steps: int = 0):
+        super().__init__(config, task, num_steps)
         k = self.opt.steps
         self.passes = (2 + k, 1 + k)
         self.cost = (2 + k, k, 2)
+
+    @classmethod
+    def validate(cls, config):
+        super().validate(config)
+        if config.vat.xi <= 0:
+            raise fail("vat.xi", f"must be > 0, got {config.vat.xi}.")
 
     def clean_term(self, clean_out: dict, info: BatchInfo) -> jax.Array:
         batch = info.batch
