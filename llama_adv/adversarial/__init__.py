@@ -113,7 +113,7 @@ def select_streams(spec: str, streams: tuple[str, ...]) -> tuple[str, ...]:
     return chosen
 
 
-def build_method(config: mlc.ConfigDict, task: Task, num_steps: int = 0) -> Method:
+def build_method(config: mlc.ConfigDict, task: Task, num_steps: int = 0) -> Method | DelayedStart:
     """Returns the method named by ``config.method`` (the ``adv`` section); ``num_steps``
     is ``train.num_steps`` (schedules given as a fraction of training need it). With
     ``adv.begin_step > 0`` the method is wrapped in :class:`DelayedStart` (clean training
