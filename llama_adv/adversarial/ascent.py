@@ -1,22 +1,48 @@
-"""Multi-stream inner maximisation shared by the training methods.
+"""Multi-stream inner maximisation: the one attack engine of the training methods and of
+the evaluation attacks (``adversarial/attacks.py``, ``train/evaluate.py``, the robustness
+suite), so that both share the start, step, projection and step-size rule.
 
 A perturbation is ``{stream: [B, L, D]}``; masks are ``{stream: [B, L]}``. The ascent loop
 is a ``lax.scan`` over step indices, so compile time does not grow with the number of
 steps, and it can return every iterate (for tests and diagnostics).
+
+This module reads :class:`~llama_adv.adversarial.base.Options` but does not import
+``base`` at run time, so ``base`` may import it (e.g. :func:`step_size`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 
 from llama_adv.adversarial import geometry
-from llama_adv.adversarial.base import Delta, Options
 
-# (delta, rng) -> per-example [B] quantity to maximise
-InnerLoss = Callable[[Delta, jax.Array], jax.Array]
+if TYPE_CHECKING:
+    from llama_adv.adversarial.base import Options
+
+Delta = dict[str, jax.Array]
+# (delta, rng) -> per-example [B] quantity to maximise; rng None: a deterministic pass
+InnerLoss = Callable[[Delta, jax.Array | None], jax.Array]
+# Madry et al.'s step size: 2.5 * radius / steps
+MADRY_FACTOR = 2.5
+
+
+def default_step_size(radius, steps: int) -> jax.Array:
+    """Madry et al.'s step size ``2.5 * radius / steps`` (float32; ``steps`` below 1 counts
+    as 1), the default of the training methods and of the evaluation attacks."""
+    return MADRY_FACTOR * jnp.asarray(radius, jnp.float32) / max(int(steps), 1)
+
+
+def step_size(opt: Options, radius, unit=1.0) -> jax.Array:
+    """The ascent step size: ``opt.step_size`` times ``unit`` (the radius unit) when set
+    (> 0), else :func:`default_step_size` of ``radius`` (in absolute units already) and
+    ``opt.steps``."""
+    if opt.step_size > 0:
+        return jnp.asarray(opt.step_size, jnp.float32) * unit
+    return default_step_size(radius, opt.steps)
 
 
 def init(
@@ -106,6 +132,44 @@ def run(
 
     final, iterates = jax.lax.scan(body, delta, jnp.arange(steps))
     return (final, iterates) if record else final
+
+
+def pgd(
+    inner: InnerLoss,
+    rng: jax.Array,
+    masks: dict,
+    shapes: dict,
+    opt: Options,
+    *,
+    radius,
+    step_size,
+    rng_at: Callable[[jax.Array], jax.Array | None],
+    record: bool = False,
+):
+    """Madry et al.'s PGD: an ``opt.init`` start drawn with ``rng`` (magnitude
+    ``opt.init_magnitude``, ``None``: the radius), projected onto the ``radius`` ball, then
+    ``opt.steps`` steps of :func:`run`. The ``pgd`` training method and the evaluation PGD
+    attack are both this function.
+
+    Args:
+      rng: the random start's key (the training method passes its update key folded
+        with ``NOISE_STREAM``; an evaluation attack its own key).
+      rng_at: step index -> dropout key of that step's forward pass (``None``:
+        deterministic).
+    """
+    magnitude = radius if opt.init_magnitude is None else opt.init_magnitude
+    start = init(rng, masks, shapes, opt, magnitude, radius)
+    return run(
+        inner,
+        start,
+        masks,
+        opt,
+        steps=opt.steps,
+        step_size=step_size,
+        radius=radius,
+        rng_at=rng_at,
+        record=record,
+    )
 
 
 def stop(delta: Delta) -> Delta:

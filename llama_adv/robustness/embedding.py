@@ -2,7 +2,9 @@
 
 One jitted step per attack and batch shape; the radius is a traced argument, so the whole
 curve costs one compilation per attack. Reuses ``train.evaluate.perturbed_embeddings`` and
-the pure attacks of ``adversarial.attacks``.
+the attacks of ``adversarial.attacks``, which run the training methods' engine (options,
+start, step, projection and step-size rule): the PGD curve is the ``pgd`` training
+method's inner loop, deterministic.
 
 Sequence-to-sequence runs (encoder-decoder) are attacked on the encoder (source) stream
 only: at test time the decoder reads its own outputs, not gold targets one could perturb.
@@ -12,7 +14,6 @@ and the curve reports corpus BLEU of both beside the teacher-forced loss.
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable, Sequence
 
 import jax
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from llama_adv.adversarial.attacks import EmbeddingAttack
 from llama_adv.data.base import Split
 from llama_adv.data.bleu import bleu_from_ids, split_references
 from llama_adv.data.pipeline import eval_batches
@@ -61,20 +63,13 @@ def make_attack_step(
     all). With ``decode_length`` > 0 (an encoder-decoder seq2seq run), also
     ``DECODE_FIELDS``: greedy decodes ``[B, decode_length]`` from the clean and from the
     attacked ``"encoder"`` stream, and the examples' ids. ``step_size`` 0 means
-    ``2.5 * epsilon / steps``; dropout is off.
+    ``ascent.default_step_size`` (``2.5 * epsilon / steps``); dropout is off.
     """
+    attack = EmbeddingAttack.build(method, norm=norm, scope=scope, steps=steps, step_size=step_size)
 
     def step(params, batch, rng, epsilon):
-        attack = types.SimpleNamespace(
-            method=method,
-            epsilon=epsilon,
-            norm=norm,
-            scope=scope,
-            steps=steps,
-            step_size=step_size,
-        )
         clean = model.apply(params, batch, deterministic=True)
-        perturbed = perturbed_embeddings(model, task, params, batch, rng, attack, streams)
+        perturbed = perturbed_embeddings(model, task, params, batch, rng, attack, epsilon, streams)
         adv = model.apply_embedded(params, perturbed, batch)
         out = {
             "clean_correct": task.correct(clean, batch),

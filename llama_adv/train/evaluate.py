@@ -27,10 +27,18 @@ Sums = dict[str, tuple[jax.Array, jax.Array]]
 
 
 def perturbed_embeddings(
-    model: Model, task: Task, params, batch, rng, attack, streams: tuple[str, ...] | None = None
+    model: Model,
+    task: Task,
+    params,
+    batch,
+    rng,
+    attack: attacks.EmbeddingAttack,
+    epsilon,
+    streams: tuple[str, ...] | None = None,
 ) -> dict[str, jax.Array]:
-    """The embedded streams ``{stream: [B, L, D]}`` plus the configured embedding attack's
-    perturbation (FGM or PGD on the task loss); only ``streams`` (None: all) are attacked."""
+    """The embedded streams ``{stream: [B, L, D]}`` plus ``attack``'s perturbation (FGM or
+    PGD on the task loss, the training methods' engine) at radius ``epsilon`` (scalar,
+    may be traced); only ``streams`` (None: all) are attacked; ``rng``: PGD's start key."""
     embedded = model.embed(params, batch)
     masks = {k: m.astype(jnp.float32) for k, m in model.perturbable_mask(batch).items()}
     if streams is not None:
@@ -41,25 +49,23 @@ def perturbed_embeddings(
         perturbed = {k: v + delta[k].astype(v.dtype) for k, v in embedded.items()}
         return task.loss(model.apply_embedded(params, perturbed, batch), batch)
 
-    if attack.method == "fgm":
-        delta = attacks.fgm_attack(
-            loss_fn, masks, shapes, epsilon=attack.epsilon, norm=attack.norm, scope=attack.scope
-        )
-    else:
-        step_size = attack.step_size or 2.5 * attack.epsilon / max(attack.steps, 1)
-        delta = attacks.pgd_attack(
-            loss_fn, masks, shapes, rng, epsilon=attack.epsilon, steps=attack.steps,
-            step_size=step_size, norm=attack.norm, scope=attack.scope,
-        )  # fmt: skip
+    delta = attack(loss_fn, masks, shapes, rng, epsilon)
     return {k: v + delta[k].astype(v.dtype) for k, v in embedded.items()}
 
 
 def attack_embeddings(
-    model: Model, task: Task, params, batch, rng, attack, streams: tuple[str, ...] | None = None
+    model: Model,
+    task: Task,
+    params,
+    batch,
+    rng,
+    attack: attacks.EmbeddingAttack,
+    epsilon,
+    streams: tuple[str, ...] | None = None,
 ):
-    """Runs the configured embedding attack on ``streams`` (None: all); returns the attacked
+    """Runs ``attack`` at ``epsilon`` on ``streams`` (None: all); returns the attacked
     outputs."""
-    perturbed = perturbed_embeddings(model, task, params, batch, rng, attack, streams)
+    perturbed = perturbed_embeddings(model, task, params, batch, rng, attack, epsilon, streams)
     return model.apply_embedded(params, perturbed, batch)
 
 
@@ -123,12 +129,17 @@ class EvalStep:
         self.seq2seq = isinstance(task, Seq2SeqTask)
         self.no_bleu = bleu_unsupported(model, task)
         self.decode = None if self.no_bleu else make_decode(model)
+        # eval.attack as the training methods' options (method none: no attack)
+        self.attack = (
+            None if attack.method == "none" else attacks.EmbeddingAttack.from_config(attack)
+        )
+        epsilon = attack.epsilon
 
         def step(params, batch, rng) -> Sums:
             outputs = model.apply(params, batch, deterministic=True)
             metrics = task.metrics(outputs, batch)
-            if attack.method != "none":
-                attacked = attack_embeddings(model, task, params, batch, rng, attack)
+            if self.attack is not None:
+                attacked = attack_embeddings(model, task, params, batch, rng, self.attack, epsilon)
                 for name, value in task.metrics(attacked, batch).items():
                     metrics[f"attack_{name}"] = value
                 weight = task.example_weight(batch)
