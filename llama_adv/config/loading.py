@@ -256,9 +256,15 @@ def parse_variant(arg: str | None, **defaults: Any) -> dict[str, Any]:
             try:
                 value = _coerce(default, value, key)
             except UserError:
+                kind = type(default).__name__
+                if not sep:
+                    raise UserError(
+                        f"Config variant {key!r} needs a value: {key}=<{kind}> (default "
+                        f"{key}={default!r})."
+                    ) from None
                 raise UserError(
-                    f"Config variant {key}={text!r} must be {type(default).__name__}, like "
-                    f"its default {key}={default!r}."
+                    f"Config variant {key}={text!r} must be {kind}, like its default "
+                    f"{key}={default!r}."
                 ) from None
         values[key] = value
     return values
