@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 
-from llama_adv.adversarial import geometry
+from llama_adv.adversarial import ascent, geometry
 from llama_adv.errors import UserError
 from llama_adv.tasks import Task
 
@@ -449,9 +449,7 @@ class Method:
     def step_size(self, radius, info: BatchInfo) -> jax.Array:
         """``adv.step_size`` (times :meth:`unit`), or ``2.5 * radius / steps`` (Madry et
         al.; ``radius`` is in absolute units already) when left at 0."""
-        if self.opt.step_size > 0:
-            return jnp.asarray(self.opt.step_size, jnp.float32) * self.unit(info)
-        return 2.5 * jnp.asarray(radius, jnp.float32) / max(self.opt.steps, 1)
+        return ascent.step_size(self.opt, radius, self.unit(info))
 
     def clean_term(self, clean_out: dict, info: BatchInfo) -> jax.Array:
         """This device's share of the clean loss (VAT overrides it for unlabelled data)."""

@@ -47,19 +47,14 @@ class PGD(Method):
 
     def attack(self, objective, params, info: BatchInfo, rng, radius, clean_out, record=False):
         """``K`` projected steps from a random start at ``radius`` (scalar or ``[B]``)."""
-        o, masks = self.opt, self.masks(info)
-        magnitude = radius if o.init_magnitude is None else o.init_magnitude
-        start = ascent.init(
-            jax.random.fold_in(rng, NOISE_STREAM), masks, info.shapes, o, magnitude, radius
-        )
-        return ascent.run(
-            self.inner_loss(objective, params, info, clean_out, o.inner),
-            start,
-            masks,
-            o,
-            steps=o.steps,
-            step_size=self.step_size(radius, info),
+        return ascent.pgd(
+            self.inner_loss(objective, params, info, clean_out, self.opt.inner),
+            jax.random.fold_in(rng, NOISE_STREAM),
+            self.masks(info),
+            info.shapes,
+            self.opt,
             radius=radius,
+            step_size=self.step_size(radius, info),
             rng_at=lambda t: self.attack_rng(rng, t + 2),
             record=record,
         )
