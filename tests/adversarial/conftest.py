@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 import pytest
+from _adv_helpers import single_device_setup
 
 from llama_adv.adversarial import BatchInfo, build_method
 from llama_adv.config import load_config
@@ -20,7 +21,7 @@ from llama_adv.tasks import build_task
 from llama_adv.train.mesh import make_mesh, replicated, to_global
 from llama_adv.train.optimizer import make_optimizer, make_schedule
 from llama_adv.train.state import TrainState
-from llama_adv.train.step import make_objective, make_train_step
+from llama_adv.train.step import make_train_step
 
 
 @dataclasses.dataclass
@@ -55,20 +56,7 @@ class Tiny:
     def setup(self, params, batch, step: int = 0, perturb_special: bool = False, model=None):
         """``(objective, info)`` for a single-device (no collective) call of a method."""
         model = self.model if model is None else model
-        masks = model.perturbable_mask(batch, perturb_special=perturb_special)
-        masks = {k: m.astype(jnp.float32) for k, m in masks.items()}
-        shapes = {k: v.shape for k, v in model.embed(params, batch).items()}
-        info = BatchInfo(
-            masks=masks,
-            shapes=shapes,
-            batch=batch,
-            denominator=jnp.sum(self.task.denominator(batch)),
-            step=jnp.asarray(step, jnp.int32),
-            axis_name=None,
-            tokens=model.stream_tokens(batch),
-            embedding_rms=model.embedding_rms(params),
-        )
-        return make_objective(model, self.task, batch, masks), info
+        return single_device_setup(model, self.task, params, batch, step, perturb_special)
 
     def trainer(self, method, num_devices: int = 0, num_examples: int = 64, **state_kwargs):
         """``(state, step_fn, mesh)``: the real jitted data-parallel train step."""

@@ -6,15 +6,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _adv_helpers import single_device_setup
 
-from llama_adv.adversarial import BatchInfo, ascent, attacks, build_method
+from llama_adv.adversarial import ascent, attacks, build_method
 from llama_adv.adversarial.base import NOISE_STREAM
 from llama_adv.config import get_default_config
 from llama_adv.data import load_dataset
 from llama_adv.models import build_model
 from llama_adv.tasks import build_task
 from llama_adv.train import evaluate
-from llama_adv.train.step import make_objective
 
 EPS = {"l2": 0.5, "linf": 0.02}
 
@@ -138,16 +138,7 @@ def test_eval_pgd_on_two_streams_is_the_methods(tiny):
     model = build_model(config.model, head="lm", vocab_size=dataset.vocab_size, num_classes=0)
     batch = {k: jnp.asarray(v) for k, v in dataset.split("train").take(np.arange(8)).items()}
     params = model.init(jax.random.key(0), batch)
-    masks = {k: m.astype(jnp.float32) for k, m in model.perturbable_mask(batch).items()}
-    info = BatchInfo(
-        masks=masks,
-        shapes={k: v.shape for k, v in model.embed(params, batch).items()},
-        batch=batch,
-        denominator=jnp.sum(task.denominator(batch)),
-        step=jnp.asarray(0, jnp.int32),
-        axis_name=None,
-    )
-    objective = make_objective(model, task, batch, masks)
+    objective, info = single_device_setup(model, task, params, batch)
     adv = config.adv.copy_and_resolve_references()
     adv.method, adv.epsilon, adv.steps, adv.dropout = "pgd", 0.3, 2, "eval"
     method = build_method(adv, task)

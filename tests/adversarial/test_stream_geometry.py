@@ -5,14 +5,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _adv_helpers import single_device_setup
 
-from llama_adv.adversarial import BatchInfo, attacks, build_method, geometry, validate_adv_config
+from llama_adv.adversarial import attacks, build_method, geometry, validate_adv_config
 from llama_adv.config import get_default_config
 from llama_adv.data import load_dataset
 from llama_adv.errors import UserError
 from llama_adv.models import build_model
 from llama_adv.tasks import build_task
-from llama_adv.train.step import make_objective
 
 EPS = 0.3
 
@@ -30,18 +30,9 @@ def seq2seq():
     split = dataset.split("train")
     batch = {k: jnp.asarray(v) for k, v in split.take(np.arange(8)).items()}
     params = model.init(jax.random.key(0), batch)
-    masks = {k: m.astype(jnp.float32) for k, m in model.perturbable_mask(batch).items()}
-    info = BatchInfo(
-        masks=masks,
-        shapes={k: v.shape for k, v in model.embed(params, batch).items()},
-        batch=batch,
-        denominator=jnp.sum(task.denominator(batch)),
-        step=jnp.asarray(0, jnp.int32),
-        axis_name=None,
-        tokens=model.stream_tokens(batch),
-    )
-    assert set(masks) == {"encoder", "decoder"}
-    return config, task, params, info, make_objective(model, task, batch, masks)
+    objective, info = single_device_setup(model, task, params, batch)
+    assert set(info.masks) == {"encoder", "decoder"}
+    return config, task, params, info, objective
 
 
 def _norms(delta):
