@@ -18,22 +18,29 @@ _spec = importlib.util.spec_from_file_location(
 small = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(small)
 
-# One radius relative to each model's embedding scale: the decoder's embeddings start at
-# std 0.02 (LLaMA), T5's at std 1, so the encoder-decoder trains and is attacked at
-# EPSILON / 0.02. (At one absolute radius, 0.3, the first run of this table found the
-# decoder at 0% under attack and the encoder-decoder barely touched.)
-ENCDEC_SCALE = 1.0 / 0.02
-ENCDEC_EPSILON = small.EPSILON * ENCDEC_SCALE
+# One radius relative to each model's embedding scale (adv.radius_unit and
+# eval.attack.radius_unit = embedding_rms: radii in units of the RMS L2 norm of the
+# embedding rows). At initialisation that norm is 0.02 * sqrt(64) = 0.16 for the decoder
+# (LLaMA's std-0.02 init) and sqrt(64) = 8 for the encoder-decoder (T5's std 1), so
+# RELATIVE_EPSILON = 0.125 is the decoder's absolute 0.02 of sst2_methods at the start
+# and 1.0 for the encoder-decoder. (At one absolute radius, 0.3, the first run of this
+# table found the decoder at 0% under attack and the encoder-decoder barely touched.)
+INIT_ROW_NORM = 0.02 * 64**0.5  # the decoder's RMS embedding row norm at initialisation
+RELATIVE_EPSILON = small.EPSILON / INIT_ROW_NORM
+RELATIVE = (
+    "adv.radius_unit=embedding_rms",
+    f"adv.epsilon={RELATIVE_EPSILON:g}",
+    "eval.attack.radius_unit=embedding_rms",
+    f"eval.attack.epsilon={RELATIVE_EPSILON:g}",
+)
+# FreeLB's absolute step size (0.1) and init magnitude (0.5) are read in the same unit:
+# these are the decoder's absolute defaults at initialisation.
+FREELB = {"adv.method": "freelb", "adv.step_size": 0.1 / INIT_ROW_NORM,
+          "adv.init_magnitude": 0.5 / INIT_ROW_NORM}  # fmt: skip
 AXES = (
-    named_axis("method", {"none": {"adv.method": "none"}, "freelb": {"adv.method": "freelb"}}),
-    named_axis("arch", {
-        "decoder": {"config": small.CONFIG},
-        # FreeLB's absolute step size (0.1) and init magnitude (0.5) scale alike.
-        "encoder-decoder": {"config": small.ENCDEC_CONFIG, "adv.epsilon": ENCDEC_EPSILON,
-                            "eval.attack.epsilon": ENCDEC_EPSILON,
-                            "adv.step_size": 0.1 * ENCDEC_SCALE,
-                            "adv.init_magnitude": 0.5 * ENCDEC_SCALE},
-    }),
+    named_axis("method", {"none": {"adv.method": "none"}, "freelb": FREELB}),
+    named_axis("arch", {"decoder": {"config": small.CONFIG},
+                        "encoder-decoder": {"config": small.ENCDEC_CONFIG}}),
 )  # fmt: skip
 
 
@@ -41,7 +48,7 @@ def get_experiment(arg=None):
     return Experiment(
         title="SST-2 (GLUE dev): decoder-only vs encoder-decoder, clean vs FreeLB",
         config=small.CONFIG,
-        overrides=small.OVERRIDES,
+        overrides=(*small.OVERRIDES, *RELATIVE),
         axes=AXES,
         seeds=(0, 1, 2),
         metrics=accuracy_metrics(),
@@ -56,11 +63,14 @@ def get_experiment(arg=None):
                 "decoder, so this compares causal vs bidirectional attention, rotary vs "
                 "relative position buckets and last-token vs mean pooling. The only "
                 "perturbed stream is then the encoder's.",
-                f"Under attack: PGD-5, L2 per example, radius {small.EPSILON} for the decoder "
-                f"and {ENCDEC_EPSILON:g} for the encoder-decoder (the same multiple of each "
-                "model's initial embedding std, 0.02 and 1); FreeLB trains at that radius, "
-                f"ramped up over the first {small.RAMP_STEPS} steps, with its default step "
-                "size and init magnitude (0.1, 0.5) multiplied by the same factor.",
+                f"Under attack: PGD-5, L2 per example, radius {RELATIVE_EPSILON:g} times the "
+                "RMS L2 norm of the model's embedding rows (eval.attack.radius_unit="
+                "embedding_rms; at initialisation 0.02 for the decoder and 1.0 for the "
+                "encoder-decoder); FreeLB trains at the same relative radius (adv.radius_unit"
+                f"=embedding_rms), ramped up over the first {small.RAMP_STEPS} steps, with "
+                f"step size {0.1 / INIT_ROW_NORM:g} and init magnitude "
+                f"{0.5 / INIT_ROW_NORM:g} in that unit (FreeLB's absolute 0.1 and 0.5 on the "
+                "decoder at initialisation).",
             ),
         ),
         plots=(Plot("accuracy", "bar", "method", ("accuracy", "attack_accuracy")),),

@@ -6,7 +6,7 @@ method's measured step time as a ratio to clean training with the same seed.
     LLAMA_ADV_DATA_DIR=../shared/data llama-adv sweep experiments/sst2_methods.py --parallel 2
     llama-adv table experiments/sst2_methods.py
 
-33 runs (11 methods x 3 seeds); 38 min on 2 CPU cores (measured, see ``budget``).
+39 runs (13 methods x 3 seeds); 38 min on 2 CPU cores (measured, see ``budget``).
 
 Variant ``pilot``: ``none`` and ``fgm``, seed 0 only (about 5 min), to check accuracy and the
 radius before the full sweep, e.g. with
@@ -27,8 +27,8 @@ _spec = importlib.util.spec_from_file_location(
 small = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(small)
 
-METHODS = ("none", "random", "fgm", "pgd", "freeat", "freelb", "smart", "vat", "alum", "trades",
-           "adaptive")  # fmt: skip
+METHODS = ("none", "neftune", "random", "r4f", "fgm", "pgd", "freeat", "freelb", "smart", "vat",
+           "alum", "trades", "adaptive")  # fmt: skip
 FREEAT_REPLAYS = 3  # adv.freeat.replays, the default
 METRICS = accuracy_metrics() + (
     Metric("step_ratio", "step_time_sec", "step time / none", best="", digits=2,
@@ -39,6 +39,10 @@ METRICS = accuracy_metrics() + (
 
 def method_levels(methods):
     levels = {m: {"adv.method": m} for m in methods}
+    if "neftune" in levels:
+        # NEFTune's noise has its own scale (adv.neftune.alpha / sqrt(L_i * d)); it reads
+        # none of the shared threat model's options.
+        levels["neftune"].update({"adv.norm": "", "adv.scope": ""})
     if "freeat" in levels:
         # FreeAT makes `replays` optimizer steps per batch; as its paper (and its module)
         # says, it gets 1/replays of the batches, so that its cost matches clean training.

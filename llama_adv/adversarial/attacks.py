@@ -71,10 +71,11 @@ def attack_options(
 class EmbeddingAttack:
     """An evaluation attack: ``method`` (``pgd`` or ``fgm``) and its resolved options.
 
-    ``attack(loss_fn, masks, shapes, rng, epsilon)`` returns the perturbation
-    ``{stream: [B, L, D]}``, inside the ``epsilon`` ball (scalar or ``[B]``; it bounds all
-    streams together under ``stream_geometry = joint``, the default, as in training) and
-    zero on masked positions; ``rng`` is PGD's start key (FGM ignores it).
+    ``attack(loss_fn, masks, shapes, rng, epsilon, unit=1.0)`` returns the perturbation
+    ``{stream: [B, L, D]}``, inside the ``epsilon`` ball (scalar or ``[B]``, absolute; it
+    bounds all streams together under ``stream_geometry = joint``, the default, as in
+    training) and zero on masked positions; ``rng`` is PGD's start key (FGM ignores it);
+    ``unit`` multiplies a set PGD step size (the radius unit, as in training).
     """
 
     method: str
@@ -97,10 +98,10 @@ class EmbeddingAttack:
             step_size=config.step_size,
         )
 
-    def __call__(self, loss_fn: LossFn, masks, shapes, rng, epsilon) -> Delta:
+    def __call__(self, loss_fn: LossFn, masks, shapes, rng, epsilon, unit=1.0) -> Delta:
         if self.method == "fgm":
             return fgm(loss_fn, masks, shapes, self.opt, epsilon)
-        return pgd(loss_fn, masks, shapes, rng, self.opt, epsilon)
+        return pgd(loss_fn, masks, shapes, rng, self.opt, epsilon, unit)
 
 
 def fgm(loss_fn: LossFn, masks, shapes, opt: Options, epsilon) -> Delta:
@@ -112,9 +113,11 @@ def fgm(loss_fn: LossFn, masks, shapes, opt: Options, epsilon) -> Delta:
     return ascent.step(zeros, grads, masks, opt, epsilon, epsilon)
 
 
-def pgd(loss_fn: LossFn, masks, shapes, rng: jax.Array, opt: Options, epsilon) -> Delta:
+def pgd(
+    loss_fn: LossFn, masks, shapes, rng: jax.Array, opt: Options, epsilon, unit=1.0
+) -> Delta:
     """:func:`ascent.pgd` with ``rng`` as the start key and every pass deterministic, at
-    ``opt.step_size`` or :func:`ascent.default_step_size`."""
+    ``opt.step_size`` times ``unit`` or :func:`ascent.default_step_size`."""
     return ascent.pgd(
         _inner(loss_fn),
         rng,
@@ -122,7 +125,7 @@ def pgd(loss_fn: LossFn, masks, shapes, rng: jax.Array, opt: Options, epsilon) -
         shapes,
         opt,
         radius=epsilon,
-        step_size=ascent.step_size(opt, epsilon),
+        step_size=ascent.step_size(opt, epsilon, unit),
         rng_at=_deterministic,
     )
 

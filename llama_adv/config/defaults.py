@@ -181,7 +181,10 @@ def eval_defaults() -> mlc.ConfigDict:
     c.bleu = True  # seq2seq (encoder_decoder): also corpus BLEU of greedy decodes (sacrebleu)
     c.attack = mlc.ConfigDict()
     c.attack.method = "pgd"  # embedding attack at evaluation: pgd | fgm | none
-    c.attack.epsilon = 1.0  # radius
+    c.attack.epsilon = 1.0  # radius, in radius_unit
+    # absolute | embedding_rms (epsilon and step_size times the RMS L2 norm of the
+    # embedding rows, as adv.radius_unit)
+    c.attack.radius_unit = "absolute"
     c.attack.norm = "l2"  # l2 | linf
     c.attack.scope = "example"  # example | token
     c.attack.steps = 5  # pgd ascent steps
@@ -209,6 +212,9 @@ def robustness_defaults() -> mlc.ConfigDict:
     c.seed = 0  # root of the attacks' random streams (PGD starts, char edits, noise)
     c.embedding_attacks = ("pgd_l2", "pgd_linf", "fgm_l2", "fgm_linf")  # method_norm
     c.scope = "example"  # embedding-attack ball: example (whole sequence) | token
+    # absolute | embedding_rms: radii (and pgd_step_size) times the RMS L2 norm of the
+    # embedding rows, as adv.radius_unit
+    c.radius_unit = "absolute"
     c.pgd_steps = 10  # PGD ascent steps
     c.pgd_step_size = 0.0  # 0 = 2.5 * epsilon / pgd_steps (Madry et al.)
     c.bleu = True  # seq2seq: BLEU of greedy decodes at each radius (encoder stream attacked)

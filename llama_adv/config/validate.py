@@ -21,6 +21,7 @@ TASKS = ("classification", "lm", "seq2seq")
 EVAL_ATTACKS = ("pgd", "fgm", "none")
 NORMS = ("l2", "linf")
 SCOPES = ("example", "token")
+RADIUS_UNITS = ("absolute", "embedding_rms")
 POOLINGS = ("auto", "last", "mean", "label_words")
 
 
@@ -150,6 +151,7 @@ def _eval(c: mlc.ConfigDict) -> None:
     _one_of(a, "eval.attack", "method", EVAL_ATTACKS)
     _one_of(a, "eval.attack", "norm", NORMS)
     _one_of(a, "eval.attack", "scope", SCOPES)
+    _one_of(a, "eval.attack", "radius_unit", RADIUS_UNITS)
     _at_least(a, "eval.attack", 1, "steps")
     _at_least(a, "eval.attack", 0.0, "epsilon", "step_size")
 

@@ -53,6 +53,7 @@ def make_attack_step(
     steps: int,
     step_size: float,
     streams: tuple[str, ...] | None = None,
+    radius_unit: str = "absolute",
     decode_length: int = 0,
     start_id: int = BOS_ID,
     eos_id: int = EOS_ID,
@@ -63,13 +64,17 @@ def make_attack_step(
     all). With ``decode_length`` > 0 (an encoder-decoder seq2seq run), also
     ``DECODE_FIELDS``: greedy decodes ``[B, decode_length]`` from the clean and from the
     attacked ``"encoder"`` stream, and the examples' ids. ``step_size`` 0 means
-    ``ascent.default_step_size`` (``2.5 * epsilon / steps``); dropout is off.
+    ``ascent.default_step_size`` (``2.5 * epsilon / steps``); under ``radius_unit =
+    embedding_rms`` the radius and a set step size are multiples of the RMS L2 norm of the
+    embedding rows (``robustness.radius_unit``); dropout is off.
     """
     attack = EmbeddingAttack.build(method, norm=norm, scope=scope, steps=steps, step_size=step_size)
 
     def step(params, batch, rng, epsilon):
         clean = model.apply(params, batch, deterministic=True)
-        perturbed = perturbed_embeddings(model, task, params, batch, rng, attack, epsilon, streams)
+        perturbed = perturbed_embeddings(
+            model, task, params, batch, rng, attack, epsilon, streams, radius_unit
+        )
         adv = model.apply_embedded(params, perturbed, batch)
         out = {
             "clean_correct": task.correct(clean, batch),

@@ -60,6 +60,7 @@ def _embedding(run: LoadedRun, split, n: int, rng, seq2seq: dict[str, Any]) -> d
             scope=rc.scope,
             steps=rc.pgd_steps,
             step_size=rc.pgd_step_size,
+            radius_unit=rc.get("radius_unit", "absolute"),
             **seq2seq,
         )
         epsilons = rc.epsilons if norm == "l2" else rc.linf_epsilons

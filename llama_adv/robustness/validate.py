@@ -22,6 +22,7 @@ SUITES = {
 EMBEDDING_ATTACKS = ("pgd_l2", "pgd_linf", "fgm_l2", "fgm_linf")
 DISCRETE_ATTACKS = ("hotflip", "deepwordbug")
 SCOPES = ("example", "token")
+RADIUS_UNITS = ("absolute", "embedding_rms")
 
 
 def _field(name: str) -> str:
@@ -111,6 +112,7 @@ def validate_robustness_config(section: Mapping) -> None:
     _int(section, "batch_size", 1)
     _int(section, "seed", 0)
     _choice(section, "scope", SCOPES)
+    _choice(section, "radius_unit", RADIUS_UNITS)
     _int(section, "pgd_steps", 1)
     _number(section, "pgd_step_size", 0.0)
     if not isinstance(section["bleu"], bool):

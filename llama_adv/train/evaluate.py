@@ -35,10 +35,16 @@ def perturbed_embeddings(
     attack: attacks.EmbeddingAttack,
     epsilon,
     streams: tuple[str, ...] | None = None,
+    radius_unit: str = "absolute",
 ) -> dict[str, jax.Array]:
     """The embedded streams ``{stream: [B, L, D]}`` plus ``attack``'s perturbation (FGM or
     PGD on the task loss, the training methods' engine) at radius ``epsilon`` (scalar,
-    may be traced); only ``streams`` (None: all) are attacked; ``rng``: PGD's start key."""
+    may be traced); only ``streams`` (None: all) are attacked; ``rng``: PGD's start key.
+
+    ``radius_unit``: ``absolute``, or ``embedding_rms`` (``epsilon`` and a set PGD step size
+    are multiples of the RMS L2 norm of ``params``' embedding rows, as ``adv.radius_unit``
+    reads the training radius)."""
+    unit = radius_scale(model, params, radius_unit)
     embedded = model.embed(params, batch)
     masks = {k: m.astype(jnp.float32) for k, m in model.perturbable_mask(batch).items()}
     if streams is not None:
@@ -49,8 +55,18 @@ def perturbed_embeddings(
         perturbed = {k: v + delta[k].astype(v.dtype) for k, v in embedded.items()}
         return task.loss(model.apply_embedded(params, perturbed, batch), batch)
 
-    delta = attack(loss_fn, masks, shapes, rng, epsilon)
+    delta = attack(loss_fn, masks, shapes, rng, epsilon * unit, unit)
     return {k: v + delta[k].astype(v.dtype) for k, v in embedded.items()}
+
+
+def radius_scale(model: Model, params, radius_unit: str) -> jax.Array:
+    """The absolute length of one radius unit (scalar, no gradient): 1 for ``absolute``,
+    the RMS L2 norm of the embedding rows for ``embedding_rms``."""
+    if radius_unit == "absolute":
+        return jnp.ones((), jnp.float32)
+    if radius_unit == "embedding_rms":
+        return jax.lax.stop_gradient(model.embedding_rms(params).astype(jnp.float32))
+    raise ValueError(f"unknown radius unit {radius_unit!r}; valid: absolute, embedding_rms")
 
 
 def attack_embeddings(
@@ -62,10 +78,13 @@ def attack_embeddings(
     attack: attacks.EmbeddingAttack,
     epsilon,
     streams: tuple[str, ...] | None = None,
+    radius_unit: str = "absolute",
 ):
-    """Runs ``attack`` at ``epsilon`` on ``streams`` (None: all); returns the attacked
-    outputs."""
-    perturbed = perturbed_embeddings(model, task, params, batch, rng, attack, epsilon, streams)
+    """Runs ``attack`` at ``epsilon`` (in ``radius_unit``) on ``streams`` (None: all);
+    returns the attacked outputs."""
+    perturbed = perturbed_embeddings(
+        model, task, params, batch, rng, attack, epsilon, streams, radius_unit
+    )
     return model.apply_embedded(params, perturbed, batch)
 
 
@@ -134,12 +153,15 @@ class EvalStep:
             None if attack.method == "none" else attacks.EmbeddingAttack.from_config(attack)
         )
         epsilon = attack.epsilon
+        radius_unit = attack.get("radius_unit", "absolute")
 
         def step(params, batch, rng) -> Sums:
             outputs = model.apply(params, batch, deterministic=True)
             metrics = task.metrics(outputs, batch)
             if self.attack is not None:
-                attacked = attack_embeddings(model, task, params, batch, rng, self.attack, epsilon)
+                attacked = attack_embeddings(
+                    model, task, params, batch, rng, self.attack, epsilon, None, radius_unit
+                )
                 for name, value in task.metrics(attacked, batch).items():
                     metrics[f"attack_{name}"] = value
                 weight = task.example_weight(batch)
