@@ -113,9 +113,7 @@ def fgm(loss_fn: LossFn, masks, shapes, opt: Options, epsilon) -> Delta:
     return ascent.step(zeros, grads, masks, opt, epsilon, epsilon)
 
 
-def pgd(
-    loss_fn: LossFn, masks, shapes, rng: jax.Array, opt: Options, epsilon, unit=1.0
-) -> Delta:
+def pgd(loss_fn: LossFn, masks, shapes, rng: jax.Array, opt: Options, epsilon, unit=1.0) -> Delta:
     """:func:`ascent.pgd` with ``rng`` as the start key and every pass deterministic, at
     ``opt.step_size`` times ``unit`` or :func:`ascent.default_step_size`."""
     return ascent.pgd(
