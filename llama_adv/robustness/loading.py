@@ -13,7 +13,7 @@ from llama_adv.config import load_config
 from llama_adv.errors import UserError
 from llama_adv.train.checkpoint import Checkpointer
 from llama_adv.train.loop import create_state
-from llama_adv.train.mesh import make_mesh
+from llama_adv.train.mesh import mesh_from_config
 from llama_adv.train.optimizer import make_optimizer, make_schedule
 from llama_adv.train.setup import Experiment, build_experiment
 
@@ -54,7 +54,7 @@ def load_run(
     workdir = Path(workdir)
     config = run_config(workdir, overrides) if config is None else config
     exp = build_experiment(config)
-    mesh = make_mesh()
+    mesh = mesh_from_config(config)
     # Restoring needs a state of the right structure; the optimizer only shapes opt_state.
     optimizer = make_optimizer(config.optim, make_schedule(config.optim, config.train.num_steps))
     like = create_state(exp, config, optimizer, mesh)

@@ -28,8 +28,9 @@ from llama_adv.errors import UserError
 from llama_adv.models import count_params
 from llama_adv.train.checkpoint import Checkpointer, UnreadableCheckpoints
 from llama_adv.train.evaluate import evaluate, make_eval_step
-from llama_adv.train.mesh import make_mesh, replicated, to_global
+from llama_adv.train.mesh import mesh_from_config, replicated, to_global
 from llama_adv.train.optimizer import make_optimizer, make_schedule
+from llama_adv.train.partitioning import mirrored_shardings, param_shardings
 from llama_adv.train.setup import Experiment, build_experiment, example_batch
 from llama_adv.train.state import TrainState
 from llama_adv.train.step import make_train_step
@@ -58,30 +59,52 @@ def create_state(
     exp: Experiment, config: mlc.ConfigDict, optimizer, mesh, params: Any = None
 ) -> TrainState:
     """Initialises parameters (unless ``params`` are given), optimizer and method state,
-    replicated on ``mesh``."""
+    each placed on ``mesh`` by :func:`state_shardings` (built there, never whole on one
+    device)."""
     root = jax.random.key(config.train.seed)
     if params is None:
         params = init_params(exp, config, mesh)
-    split = exp.dataset.split(config.data.train_split)
+    num_examples = len(exp.dataset.split(config.data.train_split))
     # Method state shaped like one global training batch at full length (FreeAT's carried
     # perturbation); shorter bucketed batches use its leading columns.
     full = example_batch(exp.dataset, config.data.train_split, config.train.batch_size)
-    batch_shapes = {k: v.shape for k, v in jax.eval_shape(exp.model.embed, params, full).items()}
-    state = TrainState(
-        step=jnp.zeros((), jnp.int32),
+
+    def build(params) -> TrainState:
+        shapes = jax.eval_shape(exp.model.embed, params, full)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=optimizer.init(params),
+            method_state=exp.method.init_state(
+                params, num_examples, batch_shapes={k: v.shape for k, v in shapes.items()}
+            ),
+            rng=jax.random.key_data(root),
+        )
+
+    shardings = state_shardings(jax.eval_shape(build, params), mesh)
+    return jax.jit(build, out_shardings=shardings)(params)
+
+
+def state_shardings(state: TrainState, mesh) -> TrainState:
+    """Where each leaf of ``state`` (arrays or shape structs) lives: parameters by their
+    logical axes, optimizer and method state like the parameters they mirror, the rest
+    replicated."""
+    params = param_shardings(state.params, mesh)
+    return TrainState(
+        step=replicated(mesh),
         params=params,
-        opt_state=optimizer.init(params),
-        method_state=exp.method.init_state(params, len(split), batch_shapes=batch_shapes),
-        rng=jax.random.key_data(root),
+        opt_state=mirrored_shardings(state.opt_state, state.params, params, mesh),
+        method_state=mirrored_shardings(state.method_state, state.params, params, mesh),
+        rng=replicated(mesh),
     )
-    return jax.device_put(state, replicated(mesh))
 
 
 def init_params(exp: Experiment, config: mlc.ConfigDict, mesh) -> Any:
-    """Fresh parameters from the run's seed."""
-    root = jax.random.key(config.train.seed)
+    """Fresh parameters from the run's seed, initialised in place on ``mesh``."""
+    key = jax.random.fold_in(jax.random.key(config.train.seed), PARAMS)
     batch = example_batch(exp.dataset, config.data.train_split, mesh.size)
-    return exp.model.init(jax.random.fold_in(root, PARAMS), batch)
+    shardings = param_shardings(jax.eval_shape(exp.model.init, key, batch), mesh)
+    return jax.jit(exp.model.init, out_shardings=shardings)(key, batch)
 
 
 def warm_started_params(exp: Experiment, config: mlc.ConfigDict, mesh, workdir: Path) -> Any:
@@ -159,7 +182,7 @@ def _train_locked(
         changed = check_same_run(workdir, old, json.loads(resolved))
     note = describe_changes(old, json.loads(resolved), changed) if changed else ""
     tc = config.train
-    mesh = make_mesh(tc.num_devices)
+    mesh = mesh_from_config(config)
     # Over optimizer updates, not batches: FreeAT takes adv.freeat.replays per batch.
     schedule = make_schedule(config.optim, tc.num_steps * exp.method.updates_per_batch)
     optimizer = make_optimizer(config.optim, schedule)
@@ -232,15 +255,18 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
         params = warm_started_params(exp, config, mesh, workdir)
     state = create_state(exp, config, optimizer, mesh, params)
     num_params = count_params(state.params)
-    print(f"model {config.model.name}: {num_params:,} parameters; {mesh.size} devices")
+    layout = " x ".join(f"{axis} {size}" for axis, size in mesh.shape.items() if size > 1)
+    print(f"model {config.model.name}: {num_params:,} parameters; {mesh.size} devices"
+          + (f" ({layout})" if layout else ""))  # fmt: skip
     state, start = _restore(ckpt, state, workdir, mesh)
     # From here on the workdir holds a run in progress: no summary until it ends.
     (workdir / "summary.json").unlink(missing_ok=True)
     _write_config(workdir, resolved, note)
 
     train_step = make_train_step(
-        exp.model, exp.task, exp.method, optimizer, schedule, mesh, config.adv
-    )
+        exp.model, exp.task, exp.method, optimizer, schedule, mesh, config.adv,
+        state_shardings=jax.tree.map(lambda x: x.sharding, state),
+    )  # fmt: skip
     eval_step = make_eval_step(exp.model, exp.task, config.eval.attack)
     eval_split = exp.dataset.split(config.eval.split)
     stream = TrainStream(exp.dataset.split(config.data.train_split), tc.batch_size, tc.seed)
