@@ -305,7 +305,8 @@ def write_checkpoint(
     """Writes ``config.json``, ``model.safetensors`` (and ``tokenizer.json``) to ``out``.
 
     Everything goes to a temporary sibling folder first, renamed to ``out`` at the end, so
-    a failure leaves ``out`` as it was.
+    a failure while writing (disk full, an unreadable tokenizer file) leaves ``out`` as it
+    was and no partial checkpoint behind.
     """
     try:
         from safetensors.numpy import save_file
