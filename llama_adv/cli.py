@@ -56,6 +56,14 @@ def _import_hf(args: argparse.Namespace, overrides: list[str]) -> None:
     import_hf_to_dir(args.path, args.arch, args.out)
 
 
+def _export_hf(args: argparse.Namespace, overrides: list[str]) -> None:
+    from llama_adv.models.hf_export import export_hf
+
+    if overrides:
+        raise UserError("export-hf takes no --config.* overrides; it exports the run as trained.")
+    export_hf(args.workdir, args.out, step=args.step, overwrite=args.overwrite)
+
+
 def _quickstart(args: argparse.Namespace, overrides: list[str]) -> None:
     from llama_adv.quickstart import run_quickstart
 
@@ -145,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     hf.add_argument("--path", required=True, help="config.json + *.safetensors directory")
     hf.add_argument("--out", required=True, help="writes config.json and params.msgpack")
     hf.set_defaults(run=_import_hf)
+
+    export = commands.add_parser("export-hf", help="write a run as a Hugging Face checkpoint")
+    export.add_argument("--workdir", required=True, help="the trained run")
+    export.add_argument("--out", required=True, help="writes config.json + model.safetensors")
+    export.add_argument(
+        "--step", type=int, help="checkpoint step (default: the best, else the latest)"
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    export.set_defaults(run=_export_hf)
 
     rob = commands.add_parser("robustness", help="attack a trained run's best checkpoint")
     rob.add_argument("--workdir", help="the run (with --compare: where the comparison goes)")

@@ -43,13 +43,18 @@ def run_config(workdir: str | Path, overrides: tuple[str, ...] = ()) -> mlc.Conf
 
 
 def load_run(
-    workdir: str | Path, overrides: tuple[str, ...] = (), config: mlc.ConfigDict | None = None
+    workdir: str | Path,
+    overrides: tuple[str, ...] = (),
+    config: mlc.ConfigDict | None = None,
+    step: int | None = None,
 ) -> LoadedRun:
     """Rebuilds the run in ``workdir`` from its ``config.json`` (or ``config``, already
-    resolved by :func:`run_config`) and restores the best step.
+    resolved by :func:`run_config`) and restores ``step``: by default the best step (the
+    latest when the run tracks no best).
 
     Raises:
-      UserError: no ``config.json`` or no checkpoint in ``workdir``.
+      UserError: no ``config.json`` or no checkpoint in ``workdir``, or no checkpoint at
+        ``step``.
     """
     workdir = Path(workdir)
     config = run_config(workdir, overrides) if config is None else config
@@ -65,9 +70,15 @@ def load_run(
         config.checkpoint.best_mode,
     )
     try:
-        step = ckpt.best_step()
-        if step is None:
+        steps = sorted(ckpt.manager.all_steps())
+        if not steps:
             raise UserError(f"{workdir}/checkpoints holds no checkpoint; train the run first.")
+        if step is None:
+            step = ckpt.best_step()
+        elif step not in steps:
+            raise UserError(
+                f"{workdir}/checkpoints has no step {step}; it has {', '.join(map(str, steps))}."
+            )
         state, _ = ckpt.restore(step, like)
     finally:
         ckpt.close()
