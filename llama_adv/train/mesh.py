@@ -57,7 +57,8 @@ def mesh_shape(sizes: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
 
 
 def _describe(shape) -> str:
-    return "mesh " + " x ".join(f"{axis}={size}" for axis, size in zip(MESH_AXES, shape, strict=True))
+    sizes = zip(MESH_AXES, shape, strict=True)
+    return "mesh " + " x ".join(f"{axis}={size}" for axis, size in sizes)
 
 
 def make_mesh(num_devices: int = 0, sizes: Mapping[str, int] | None = None) -> Mesh:
