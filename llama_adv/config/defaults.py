@@ -35,6 +35,14 @@ def model_defaults() -> mlc.ConfigDict:
     c.relative_max_distance = 128  # encoder_decoder: distance beyond which buckets merge
     c.remat = False  # recompute each block's activations in the backward pass (less memory)
     c.scan_layers = False  # nn.scan over blocks: flat compile time in depth; params stacked
+    # LoRA adapters (models/lora.py; defaults are PEFT's LoraConfig): base weights frozen,
+    # only adapters (and a classification head) trained. rank 0 = off (full fine-tuning).
+    c.lora = mlc.ConfigDict()
+    c.lora.rank = 0
+    c.lora.alpha = 8.0  # the update is (alpha / rank) * A @ B
+    c.lora.targets = ("q", "v")  # any of q, k, v, o (attention), gate, up, down (MLP)
+    c.lora.dropout = 0.0  # only 0: adapters are merged into the kernels
+    c.lora.base_dtype = "float32"  # float32 | bfloat16: how the frozen base is stored
     return c
 
 

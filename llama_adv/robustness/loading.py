@@ -12,10 +12,11 @@ from jax.sharding import Mesh
 from llama_adv.config import load_config
 from llama_adv.errors import UserError
 from llama_adv.train.checkpoint import Checkpointer
-from llama_adv.train.loop import create_state
+from llama_adv.train.loop import create_run, init_params, model_params
 from llama_adv.train.mesh import mesh_from_config
 from llama_adv.train.optimizer import make_optimizer, make_schedule
 from llama_adv.train.setup import Experiment, build_experiment
+from llama_adv.train.warm_start import warm_start
 
 
 @dataclasses.dataclass
@@ -62,7 +63,12 @@ def load_run(
     mesh = mesh_from_config(config)
     # Restoring needs a state of the right structure; the optimizer only shapes opt_state.
     optimizer = make_optimizer(config.optim, make_schedule(config.optim, config.train.num_steps))
-    like = create_state(exp, config, optimizer, mesh)
+    base = None
+    if exp.lora is not None and config.train.init_from:  # LoRA's frozen base is not saved
+        base, _ = warm_start(
+            init_params(exp, config, mesh), config.train.init_from, config.model.to_dict()
+        )
+    like, frozen = create_run(exp, config, optimizer, mesh, base)
     ckpt = Checkpointer(
         workdir / "checkpoints",
         config.checkpoint.keep,
@@ -82,4 +88,5 @@ def load_run(
         state, _ = ckpt.restore(step, like)
     finally:
         ckpt.close()
-    return LoadedRun(workdir, config, exp, state.params, int(step), mesh)
+    params = model_params(exp, state, frozen)
+    return LoadedRun(workdir, config, exp, params, int(step), mesh)

@@ -9,6 +9,7 @@ again, unless its evaluation settings changed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import statistics
 import sys
@@ -47,7 +48,7 @@ from llama_adv.train.workdir import (
 from llama_adv.train.writers import MetricWriter
 
 # Named random streams derived from the run's root key.
-PARAMS, STEPS, EVAL = 0, 1, 2
+PARAMS, STEPS, EVAL, LORA = 0, 1, 2, 3
 TOKEN_FIELDS = ("inputs", "encoder_inputs", "decoder_inputs")
 
 
@@ -58,19 +59,39 @@ class TrainingDiverged(UserError):
 def create_state(
     exp: Experiment, config: mlc.ConfigDict, optimizer, mesh, params: Any = None
 ) -> TrainState:
-    """Initialises parameters (unless ``params`` are given), optimizer and method state,
-    each placed on ``mesh`` by :func:`state_shardings` (built there, never whole on one
-    device)."""
+    """The train state of :func:`create_run` (without LoRA's frozen base)."""
+    return create_run(exp, config, optimizer, mesh, params)[0]
+
+
+def create_run(
+    exp: Experiment, config: mlc.ConfigDict, optimizer, mesh, params: Any = None
+) -> tuple[TrainState, Any]:
+    """Initialises parameters (unless the model's ``params`` are given), optimizer and
+    method state, each placed on ``mesh`` by :func:`state_shardings` (built there, never
+    whole on one device).
+
+    Returns:
+      ``(state, frozen)``: with LoRA (``exp.lora``) ``state.params`` are the adapters and
+      task head and ``frozen`` the base weights (re-created, never checkpointed: from the
+      seed or ``train.init_from``); without, ``frozen`` is None.
+    """
     root = jax.random.key(config.train.seed)
     if params is None:
         params = init_params(exp, config, mesh)
+    frozen = None
+    if exp.lora is not None:
+        split = functools.partial(exp.lora.split, jax.random.fold_in(root, LORA))
+        trainable, frozen = jax.eval_shape(split, params)
+        shardings = (param_shardings(trainable, mesh), param_shardings(frozen, mesh))
+        params, frozen = jax.jit(split, out_shardings=shardings)(params)
     num_examples = len(exp.dataset.split(config.data.train_split))
     # Method state shaped like one global training batch at full length (FreeAT's carried
     # perturbation); shorter bucketed batches use its leading columns.
     full = example_batch(exp.dataset, config.data.train_split, config.train.batch_size)
 
-    def build(params) -> TrainState:
-        shapes = jax.eval_shape(exp.model.embed, params, full)
+    def build(params, frozen) -> TrainState:
+        model_params = params if exp.lora is None else exp.lora.combine(frozen, params)
+        shapes = jax.eval_shape(exp.model.embed, model_params, full)
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
@@ -81,8 +102,16 @@ def create_state(
             rng=jax.random.key_data(root),
         )
 
-    shardings = state_shardings(jax.eval_shape(build, params), mesh)
-    return jax.jit(build, out_shardings=shardings)(params)
+    shardings = state_shardings(jax.eval_shape(build, params, frozen), mesh)
+    return jax.jit(build, out_shardings=shardings)(params, frozen), frozen
+
+
+def model_params(exp: Experiment, state: TrainState, frozen: Any) -> Any:
+    """The model's parameters of ``state``: LoRA's base with the adapters merged, else
+    ``state.params`` themselves."""
+    if exp.lora is None:
+        return state.params
+    return jax.jit(exp.lora.combine)(frozen, state.params)
 
 
 def state_shardings(state: TrainState, mesh) -> TrainState:
@@ -251,12 +280,15 @@ def _restore(ckpt: Checkpointer, state: TrainState, workdir: Path, mesh) -> tupl
 def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note, previous):
     tc = config.train
     params = None
-    if ckpt.latest_step() is None and tc.init_from:  # a resumed run has them in its checkpoint
+    # A resumed run has its parameters in its checkpoint, except LoRA's frozen base.
+    if tc.init_from and (ckpt.latest_step() is None or exp.lora is not None):
         params = warm_started_params(exp, config, mesh, workdir)
-    state = create_state(exp, config, optimizer, mesh, params)
-    num_params = count_params(state.params)
+    state, frozen = create_run(exp, config, optimizer, mesh, params)
+    num_params = count_params(state.params) + (count_params(frozen) if frozen else 0)
     layout = " x ".join(f"{axis} {size}" for axis, size in mesh.shape.items() if size > 1)
-    print(f"model {config.model.name}: {num_params:,} parameters; {mesh.size} devices"
+    trained = (f", {count_params(state.params):,} trained (LoRA rank {exp.lora.rank})"
+               if exp.lora else "")  # fmt: skip
+    print(f"model {config.model.name}: {num_params:,} parameters{trained}; {mesh.size} devices"
           + (f" ({layout})" if layout else ""))  # fmt: skip
     state, start = _restore(ckpt, state, workdir, mesh)
     # From here on the workdir holds a run in progress: no summary until it ends.
@@ -265,7 +297,7 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
 
     train_step = make_train_step(
         exp.model, exp.task, exp.method, optimizer, schedule, mesh, config.adv,
-        state_shardings=jax.tree.map(lambda x: x.sharding, state),
+        state_shardings=jax.tree.map(lambda x: x.sharding, state), lora=exp.lora,
     )  # fmt: skip
     eval_step = make_eval_step(exp.model, exp.task, config.eval.attack)
     eval_split = exp.dataset.split(config.eval.split)
@@ -323,7 +355,9 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
     try:
         for step in range(start, tc.num_steps):
             batch = to_global(stream.batch(step), mesh)
-            new_state, metrics = train_step(state, batch, jax.random.fold_in(train_rng, step))
+            new_state, metrics = train_step(
+                state, batch, jax.random.fold_in(train_rng, step), frozen
+            )
             pending.append((step + 1, metrics))  # before ``state``: see the Ctrl-C path
             state = new_state
             done = step + 1
@@ -331,13 +365,15 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
                 fetch()
                 log(done)
             if tc.eval_every and done % tc.eval_every == 0 and done < tc.num_steps:
-                results = evaluate(eval_step, state.params, eval_split, mesh, config.eval, eval_rng)
+                params = model_params(exp, state, frozen)
+                results = evaluate(eval_step, params, eval_split, mesh, config.eval, eval_rng)
                 writer.write(done, results, kind="eval")
                 save(results)
                 tick = time.perf_counter()
             elif done % config.checkpoint.every_steps == 0 and done < tc.num_steps:
                 save()
-        final = evaluate(eval_step, state.params, eval_split, mesh, config.eval, eval_rng)
+        params = model_params(exp, state, frozen)
+        final = evaluate(eval_step, params, eval_split, mesh, config.eval, eval_rng)
         writer.write(int(jax.device_get(state.step)), final, kind="eval")
         save(final)
     except KeyboardInterrupt:

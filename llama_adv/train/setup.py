@@ -13,6 +13,7 @@ from llama_adv.adversarial import Method, build_method, validate_adv_config
 from llama_adv.data import Dataset, load_dataset
 from llama_adv.errors import UserError
 from llama_adv.models import Model, build_model
+from llama_adv.models.lora import Lora
 from llama_adv.tasks import Task, build_task
 from llama_adv.train.mesh import BATCH_AXES, MESH_AXES, mesh_shape
 
@@ -25,6 +26,7 @@ class Experiment:
     task: Task
     model: Model
     method: Method
+    lora: Lora | None = None  # LoRA adapters (model.lora.rank > 0): base weights frozen
 
 
 def build_experiment(config: mlc.ConfigDict) -> Experiment:
@@ -57,7 +59,9 @@ def build_experiment(config: mlc.ConfigDict) -> Experiment:
                 f"{field}={size} is not divisible by {split} (the batch is split over "
                 f"data and fsdp); use a multiple of {shards}."
             )
-    return Experiment(dataset, task, model, build_method(config.adv, task, config.train.num_steps))
+    lora = Lora.from_config(config.model.lora)
+    method = build_method(config.adv, task, config.train.num_steps)
+    return Experiment(dataset, task, model, method, lora)
 
 
 def example_batch(dataset: Dataset, split: str, size: int) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ all-gathers and reduce-scatters, tensor parallelism's partial sums. Random draws
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -20,15 +21,19 @@ from jax.sharding import Mesh
 
 from llama_adv.adversarial import BatchInfo, Method, select_streams
 from llama_adv.models import Model
+from llama_adv.models.lora import Lora
 from llama_adv.tasks import Task
 from llama_adv.train.mesh import replicated
 from llama_adv.train.state import TrainState
 
-TrainStep = Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]
+TrainStep = Callable[..., tuple[TrainState, dict]]
 
 
-def make_objective(model: Model, task: Task, batch: dict, masks: dict):
+def make_objective(model: Model, task: Task, batch: dict, masks: dict, to_model=None):
     """Closes the model and task over one batch: ``(params, delta, rng) -> (loss [B], out)``.
+
+    ``to_model(params)`` turns the trained parameters into the model's (LoRA: the frozen
+    base with the adapters merged); None: they are the model's.
 
     The embedding lookup happens inside, so the gradient reaches the embedding table;
     ``delta`` is masked again here so that no method can perturb padding. ``rng=None``
@@ -37,6 +42,7 @@ def make_objective(model: Model, task: Task, batch: dict, masks: dict):
     """
 
     def objective(params, delta, rng, detach_embeddings=False):
+        params = params if to_model is None else to_model(params)
         embedded = model.embed(params, batch)
         if detach_embeddings:  # no gradient to the embedding table from this pass (R3F)
             embedded = jax.tree.map(jax.lax.stop_gradient, embedded)
@@ -66,6 +72,7 @@ def make_train_step(
     mesh: Mesh,
     adv_config,
     state_shardings=None,
+    lora: Lora | None = None,
 ) -> TrainStep:
     """Builds the jitted train step.
 
@@ -75,10 +82,13 @@ def make_train_step(
       adv_config: the ``adv`` section (streams to perturb, ``perturb_special``).
       state_shardings: a :class:`TrainState` of shardings (``loop.state_shardings``) the
         new state keeps; None: XLA's choice (tests on one device).
+      lora: the run's adapters: ``state.params`` are then the trainable ones and the
+        step's ``frozen`` argument the base weights.
 
     Returns:
-      ``train_step(state, batch, rng)``: ``batch`` holds global arrays split over the
-      batch axes, ``rng`` is this step's key; ``state`` is donated.
+      ``train_step(state, batch, rng, frozen=None)``: ``batch`` holds global arrays split
+      over the batch axes, ``rng`` is this step's key, ``frozen`` the LoRA base weights
+      (not donated, not updated); ``state`` is donated.
     """
     streams = select_streams(adv_config.streams, model.streams)
 
@@ -86,13 +96,15 @@ def make_train_step(
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, optax.tree.norm(grads)
 
-    def step(state: TrainState, batch: dict, rng: jax.Array):
+    def step(state: TrainState, batch: dict, rng: jax.Array, frozen=None):
+        to_model = None if lora is None else functools.partial(lora.combine, frozen)
+        model_params = state.params if to_model is None else to_model(state.params)
         all_masks = model.perturbable_mask(
             batch, perturb_special=bool(adv_config.get("perturb_special", False))
         )
         masks = {k: all_masks[k].astype(jnp.float32) for k in streams}
         tokens = model.stream_tokens(batch)
-        shapes = jax.eval_shape(model.embed, state.params, batch)
+        shapes = jax.eval_shape(model.embed, model_params, batch)
         info = BatchInfo(
             masks=masks,
             shapes={k: shapes[k].shape for k in streams},
@@ -102,9 +114,9 @@ def make_train_step(
             axis_name=None,  # global arrays: the method's sums are over the whole batch
             div_denominator=jnp.sum(task.divergence_denominator(batch)),
             tokens={k: tokens[k] for k in streams},
-            embedding_rms=model.embedding_rms(state.params),
+            embedding_rms=model.embedding_rms(model_params),
         )
-        objective = make_objective(model, task, batch, masks)
+        objective = make_objective(model, task, batch, masks, to_model)
         params, opt_state, metrics, method_state = method.update(
             objective, state.params, state.opt_state, info, rng, state.method_state, descend
         )
