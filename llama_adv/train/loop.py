@@ -84,14 +84,28 @@ def create_run(
         trainable, frozen = jax.eval_shape(split, params)
         shardings = (param_shardings(trainable, mesh), param_shardings(frozen, mesh))
         params, frozen = jax.jit(split, out_shardings=shardings)(params)
-    num_examples = len(exp.dataset.split(config.data.train_split))
     # Method state shaped like one global training batch at full length (FreeAT's carried
     # perturbation); shorter bucketed batches use its leading columns.
-    full = example_batch(exp.dataset, config.data.train_split, config.train.batch_size)
+    build = state_builder(
+        exp, optimizer,
+        num_examples=len(exp.dataset.split(config.data.train_split)),
+        batch=example_batch(exp.dataset, config.data.train_split, config.train.batch_size),
+        seed=config.train.seed,
+    )  # fmt: skip
+    shardings = state_shardings(jax.eval_shape(build, params, frozen), mesh)
+    return jax.jit(build, out_shardings=shardings)(params, frozen), frozen
+
+
+def state_builder(exp: Experiment, optimizer, *, num_examples: int, batch, seed: int):
+    """``build(params, frozen) -> TrainState``: step 0, the optimizer and method state of
+    ``params`` (the trained ones; ``frozen``: LoRA's base or None). ``batch``: arrays or
+    shape structs of one global training batch; ``num_examples``: the training split's
+    size (per-example method state). Traceable, so :func:`jax.eval_shape` gives the state's
+    shapes without allocating it."""
 
     def build(params, frozen) -> TrainState:
         model_params = params if exp.lora is None else exp.lora.combine(frozen, params)
-        shapes = jax.eval_shape(exp.model.embed, model_params, full)
+        shapes = jax.eval_shape(exp.model.embed, model_params, batch)
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
@@ -99,11 +113,10 @@ def create_run(
             method_state=exp.method.init_state(
                 params, num_examples, batch_shapes={k: v.shape for k, v in shapes.items()}
             ),
-            rng=jax.random.key_data(root),
+            rng=jax.random.key_data(jax.random.key(seed)),
         )
 
-    shardings = state_shardings(jax.eval_shape(build, params, frozen), mesh)
-    return jax.jit(build, out_shardings=shardings)(params, frozen), frozen
+    return build
 
 
 def model_params(exp: Experiment, state: TrainState, frozen: Any) -> Any:
