@@ -40,9 +40,19 @@ def _interrupt(signum: int, frame) -> None:
 
 def _train(args: argparse.Namespace, overrides: list[str]) -> None:
     from llama_adv.config import load_config
+    from llama_adv.config.validate import validate_config
+    from llama_adv.train import distributed
+
+    processes = distributed.parse_options(
+        args.coordinator, args.num_processes, args.process_id, args.init_timeout
+    )
+    config = load_config(args.config, overrides)
+    # Every process checks the config before the processes meet: a bad one stops each of
+    # them with the same message, none waits for the others.
+    validate_config(config)
+    distributed.initialize(processes)  # before anything starts JAX's backends
     from llama_adv.train import train_and_evaluate
 
-    config = load_config(args.config, overrides)
     # SIGTERM (a scheduler's or `kill`'s stop) takes Ctrl-C's path: checkpoint, then exit 2.
     signal.signal(signal.SIGTERM, _interrupt)
     summary = train_and_evaluate(config, args.workdir, overwrite=args.overwrite)
@@ -140,6 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--overwrite", action="store_true",
         help="delete everything in --workdir (another run, broken checkpoints) and start again",
+    )  # fmt: skip
+    multi = train.add_argument_group(
+        "multi-process runs", "one `train` per process, the same command but --process-id; "
+        "under SLURM, Open MPI, a Cloud TPU pod or Kubernetes they are found automatically",
+    )  # fmt: skip
+    multi.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="process 0's address and a free port, the same in every process",
+    )
+    multi.add_argument("--num-processes", type=int, metavar="N", help="processes in the run")
+    multi.add_argument("--process-id", type=int, metavar="I", help="this process, 0 to N-1")
+    multi.add_argument(
+        "--init-timeout", type=float, default=60, metavar="SECONDS",
+        help="how long the processes wait for each other at start (default 60)",
     )  # fmt: skip
     train.set_defaults(run=_train)
 

@@ -8,6 +8,7 @@ again, unless its evaluation settings changed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -28,6 +29,7 @@ from llama_adv.data.pipeline import TrainStream
 from llama_adv.errors import UserError
 from llama_adv.models import count_params
 from llama_adv.train.checkpoint import Checkpointer, UnreadableCheckpoints
+from llama_adv.train.distributed import barrier, broadcast, check_devices, is_main, together
 from llama_adv.train.evaluate import evaluate, make_eval_step
 from llama_adv.train.mesh import mesh_from_config, replicated, to_global
 from llama_adv.train.optimizer import make_optimizer, make_schedule
@@ -155,7 +157,8 @@ def warm_started_params(exp: Experiment, config: mlc.ConfigDict, mesh, workdir: 
         init_params(exp, config, mesh), config.train.init_from, config.model.to_dict()
     )
     print(report.summary())
-    (workdir / "init_report.json").write_text(json.dumps(dataclasses.asdict(report), indent=2))
+    if is_main():
+        (workdir / "init_report.json").write_text(json.dumps(dataclasses.asdict(report), indent=2))
     return params
 
 
@@ -196,11 +199,17 @@ def train_and_evaluate(
     """
     validate_config(config)
     workdir = Path(workdir)
-    check_workdir(workdir)
-    exp = build_experiment(config)
-    if config.train.init_from:
-        resolve_source(config.train.init_from)  # a bad path fails before anything is written
-    with workdir_lock(workdir):
+    # In a multi-process run a check failing in one process stops all with its message.
+    with together():
+        check_workdir(workdir)
+        check_devices(config.train.num_devices)
+        exp = build_experiment(config)
+        if config.train.init_from:
+            resolve_source(config.train.init_from)  # a bad path fails before anything is written
+    with contextlib.ExitStack() as lock:
+        with together():
+            if is_main():  # process 0 holds the lock for all processes of the run
+                lock.enter_context(workdir_lock(workdir))
         try:
             return _train_locked(config, workdir, exp, overwrite)
         except KeyboardInterrupt:  # outside the training loop (or a second Ctrl-C)
@@ -217,12 +226,16 @@ def _train_locked(
     in it (or clears it), then returns a finished run's summary or trains."""
     resolved = to_json(config)
     changed: list[str] = []
-    old = None
-    if overwrite:
-        clear_workdir(workdir)
-    elif (old := read_run_config(workdir)) is not None:
-        changed = check_same_run(workdir, old, json.loads(resolved))
-    note = describe_changes(old, json.loads(resolved), changed) if changed else ""
+    note = ""
+    with together():  # process 0 reads (or clears) the workdir, the others wait for it
+        if is_main():
+            old = None
+            if overwrite:
+                clear_workdir(workdir)
+            elif (old := read_run_config(workdir)) is not None:
+                changed = check_same_run(workdir, old, json.loads(resolved))
+            note = describe_changes(old, json.loads(resolved), changed) if changed else ""
+    changed = broadcast(changed)
     tc = config.train
     mesh = mesh_from_config(config)
     # Over optimizer updates, not batches: FreeAT takes adv.freeat.replays per batch.
@@ -239,8 +252,10 @@ def _train_locked(
             and previous is not None
             and previous.get("step") == tc.num_steps
         )
+        finished = broadcast(finished)  # process 0's view: the others go its way
         if finished and not any(k.startswith("eval.") for k in changed):
-            _write_config(workdir, resolved, note)
+            if is_main():
+                _write_config(workdir, resolved, note)
             print(f"{workdir} holds this run, finished at step {tc.num_steps}; its summary.json "
                   "is unchanged.")  # fmt: skip
             return previous
@@ -274,11 +289,14 @@ def _restore(ckpt: Checkpointer, state: TrainState, workdir: Path, mesh) -> tupl
     if restored is None:
         return state, 0
     for step, why in restored.unreadable:
+        if not is_main():  # process 0 moves the folders
+            continue
         moved = set_aside(workdir, ckpt.step_dir(step))
         print(f"warning: checkpoint {ckpt.step_dir(step)} is unreadable ({why}); resuming "
               f"from step {restored.step}, the newest readable one (it was moved to {moved}).",
               file=sys.stderr)  # fmt: skip
     if restored.unreadable:
+        barrier("unreadable checkpoints moved aside")
         ckpt.forget()
     print(f"resumed from step {restored.step} (data position "
           f"{restored.record['data_position']})")  # fmt: skip
@@ -305,8 +323,9 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
           + (f" ({layout})" if layout else ""))  # fmt: skip
     state, start = _restore(ckpt, state, workdir, mesh)
     # From here on the workdir holds a run in progress: no summary until it ends.
-    (workdir / "summary.json").unlink(missing_ok=True)
-    _write_config(workdir, resolved, note)
+    if is_main():
+        (workdir / "summary.json").unlink(missing_ok=True)
+        _write_config(workdir, resolved, note)
 
     train_step = make_train_step(
         exp.model, exp.task, exp.method, optimizer, schedule, mesh, config.adv,
@@ -321,7 +340,8 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
     # A finished run evaluated again (its evaluation settings changed): its old final
     # evaluation row goes.
     writer = MetricWriter(workdir, tc.num_steps, start, tc.progress_bar,
-                          keep_eval_at_start=start < tc.num_steps)  # fmt: skip
+                          keep_eval_at_start=start < tc.num_steps,
+                          enabled=is_main())  # fmt: skip
     if writer.dropped:
         print(f"metrics.jsonl: dropped {writer.dropped} line(s) logged after step {start} (or "
               "cut short) by an earlier attempt")  # fmt: skip
@@ -413,5 +433,6 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
     }
     if summary["step_time_sec"] is None and previous is not None:  # evaluated again only
         summary["step_time_sec"] = previous.get("step_time_sec")
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if is_main():
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
