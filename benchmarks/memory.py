@@ -189,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{info.get('cpu', platform.processor())}",
         "date": datetime.date.today().isoformat(),
     }
-    command = "python benchmarks/memory.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/memory.py " + shlex.join(
+        argv if argv is not None else sys.argv[1:]
+    )
     (out / "memory.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     (out / "memory.md").write_text(_markdown(rows, command.strip(), meta))
     print(f"wrote {out / 'memory.json'} and {out / 'memory.md'}")

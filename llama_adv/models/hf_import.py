@@ -310,7 +310,6 @@ def import_hf(path: str | Path, arch: str) -> tuple[mlc.ConfigDict, Params, Any]
             tensors = {**tensors, "lm_head.weight": tensors["shared.weight"]}
     params = convert(tensors, mapping, expected_shapes(fields))
     from llama_adv.config import get_default_config
-
     from llama_adv.models.presets import matching_preset
 
     section = get_default_config().model

@@ -128,4 +128,20 @@ def make_train_step(
         return new_state, metrics
 
     out_shardings = None if state_shardings is None else (state_shardings, replicated(mesh))
-    return jax.jit(step, out_shardings=out_shardings, donate_argnums=0)
+    return OnMesh(jax.jit(step, out_shardings=out_shardings, donate_argnums=0), mesh)
+
+
+class OnMesh:
+    """A jitted function called (and lowered) with ``mesh`` as the current mesh, so that
+    the models' activation constraints (``layers.constrain_batch``) see its axes."""
+
+    def __init__(self, jitted, mesh: Mesh):
+        self.jitted, self.mesh = jitted, mesh
+
+    def __call__(self, *args):
+        with jax.set_mesh(self.mesh):
+            return self.jitted(*args)
+
+    def lower(self, *args):
+        with jax.set_mesh(self.mesh):
+            return self.jitted.lower(*args)
