@@ -71,7 +71,8 @@ def _export_hf(args: argparse.Namespace, overrides: list[str]) -> None:
 
     if overrides:
         raise UserError("export-hf takes no --config.* overrides; it exports the run as trained.")
-    export_hf(args.workdir, args.out, step=args.step, overwrite=args.overwrite)
+    export_hf(args.workdir, args.out, step=args.step, overwrite=args.overwrite,
+              merged=args.merged)  # fmt: skip
 
 
 def _quickstart(args: argparse.Namespace, overrides: list[str]) -> None:
@@ -186,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--step", type=int, help="checkpoint step (default: the best, else the latest)"
     )
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    export.add_argument(
+        "--merged", action="store_true",
+        help="LoRA runs: write the merged weights only (default: the base + a PEFT adapter/)",
+    )  # fmt: skip
     export.set_defaults(run=_export_hf)
 
     rob = commands.add_parser("robustness", help="attack a trained run's best checkpoint")

@@ -21,10 +21,22 @@ switches its ``d_model**-0.5`` output scaling, which matches ours in both cases 
 ``tie_word_embeddings=False`` and a separate ``lm_head.weight``, which transformers keeps
 untied because it differs from the shared table).
 
+LoRA runs (``model.lora.rank > 0``) are exported unmerged by default: the frozen base
+model as above, and the adapters in PEFT's format in ``adapter/`` (``adapter_config.json``,
+``adapter_model.safetensors``), which ``PeftModel.from_pretrained(base, out / "adapter")``
+loads; ``merged=True`` (``--merged``) writes the merged weights only, a plain checkpoint.
+Our kernels are ``x @ W`` with the update ``scale * A @ B`` flattened over the kernel's
+input and output dimensions in the same (row-major) order the importer's reshapes use, so
+in torch's ``[out, in]`` layout it is ``scale * B.T @ A.T``: ``lora_A.weight = A.T``
+``[rank, in]`` and ``lora_B.weight = B.T`` ``[out, rank]``. A LoRA run that also trains a
+task head (a decoder classifier) is refused unmerged: the head is not part of the base
+model, and PEFT would have to carry it as ``modules_to_save``, which this exporter does not
+write; ``--merged`` exports it as a plain ``LlamaForSequenceClassification``.
+
 What has no exact Hugging Face form is refused with a :class:`UserError`: a decoder
 classifier whose bias is not zero (``LlamaForSequenceClassification.score`` has none), an
 encoder-decoder with a mean-pooling classifier, and any parameter tree that is not exactly
-the model's own (adapters such as LoRA: merge them into the base weights first).
+the model's own (:func:`export_model` takes adapters separately, see above).
 """
 
 from __future__ import annotations
@@ -45,9 +57,12 @@ from llama_adv.models.decoder import DecoderOnlyModel
 from llama_adv.models.encoder_decoder import EncoderDecoderModel
 from llama_adv.models.hf_import import llama_mapping, t5_mapping
 from llama_adv.models.layers import unstack_blocks
+from llama_adv.models.lora import ADAPTERS, Lora, factors
 from llama_adv.special_tokens import BOS_ID, EOS_ID, PAD_ID
 
 WEIGHTS_FILE = "model.safetensors"
+ADAPTER_DIR = "adapter"  # PEFT's adapter_config.json + adapter_model.safetensors
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 # Our models have no position limit (RoPE / relative buckets); HF configs want one.
 DEFAULT_MAX_POSITIONS = 2048
 
@@ -110,7 +125,7 @@ def _plain_params(model: Model, params: Params) -> dict[str, np.ndarray]:
         parts += [f"shape mismatch {', '.join(wrong)}"] if wrong else []
         raise UserError(
             "The params are not a plain tree of this model (" + "; ".join(parts) + "); "
-            "export-hf writes base model weights only: merge adapters such as LoRA first."
+            "pass LoRA adapters to export_model separately (lora=, adapters=)."
         )
     return {k: v.astype(np.float32) for k, v in flat.items()}
 
@@ -190,11 +205,36 @@ def _t5_config(model: EncoderDecoderModel, special: dict[str, int]) -> dict:
 # -- tensors -----------------------------------------------------------------------------
 
 
+def _importer_names(model: Model) -> dict[str, str]:
+    """``{our path: Hugging Face tensor name}`` of the importer's mapping for ``model``."""
+    cfg = model.cfg
+    if isinstance(model, DecoderOnlyModel):
+        mapping = llama_mapping({"num_heads": cfg.num_heads, "num_kv_heads": cfg.num_kv_heads,
+                                 "num_layers": cfg.num_layers})  # fmt: skip
+    else:
+        mapping = t5_mapping({"num_heads": cfg.num_heads, "num_layers": cfg.num_layers,
+                              "num_decoder_layers": cfg.num_decoder_layers})  # fmt: skip
+    return {path: name for path, (name, _) in mapping.items()}
+
+
+def _check_layout(model: Model) -> None:
+    """Refuses a model with no Hugging Face class at all (whatever its params)."""
+    if isinstance(model, EncoderDecoderModel) and not model.cfg.has_decoder:
+        raise UserError(
+            "This encoder-decoder run classifies by mean pooling (model.classifier_pooling="
+            "mean), which no Hugging Face T5 class computes; export an LM (seq2seq) or a "
+            "classifier_pooling=label_words run instead."
+        )
+    if not isinstance(model, DecoderOnlyModel | EncoderDecoderModel):
+        raise UserError(
+            f"{type(model).__name__} has no Hugging Face layout; export-hf writes "
+            "model.name=decoder (LLaMA) and model.name=encoder_decoder (T5) runs."
+        )
+
+
 def _decoder_names(model: DecoderOnlyModel, flat: dict[str, np.ndarray]) -> dict[str, str]:
     cfg = model.cfg
-    fields = {"num_heads": cfg.num_heads, "num_kv_heads": cfg.num_kv_heads,
-              "num_layers": cfg.num_layers}  # fmt: skip
-    names = {path: name for path, (name, _) in llama_mapping(fields).items()}
+    names = _importer_names(model)
     if cfg.head == "classification":
         del names["lm_head/kernel"]
         bias = flat["classifier/bias"]
@@ -214,15 +254,7 @@ def _decoder_names(model: DecoderOnlyModel, flat: dict[str, np.ndarray]) -> dict
 
 def _t5_names(model: EncoderDecoderModel) -> dict[str, str]:
     cfg = model.cfg
-    if not cfg.has_decoder:
-        raise UserError(
-            "This encoder-decoder run classifies by mean pooling (model.classifier_pooling="
-            "mean), which no Hugging Face T5 class computes; export an LM (seq2seq) or a "
-            "classifier_pooling=label_words run instead."
-        )
-    fields = {"num_heads": cfg.num_heads, "num_layers": cfg.num_layers,
-              "num_decoder_layers": cfg.num_decoder_layers}  # fmt: skip
-    names = {path: name for path, (name, _) in t5_mapping(fields).items()}
+    names = _importer_names(model)  # mean pooling was refused by _check_layout
     if cfg.tie_embeddings:
         del names["lm_head/kernel"]
     return names
@@ -253,6 +285,7 @@ def hf_checkpoint(
     """
     special = {"pad_token_id": PAD_ID, "bos_token_id": BOS_ID, "eos_token_id": EOS_ID}
     special.update(special_ids or {})
+    _check_layout(model)
     if isinstance(model, DecoderOnlyModel):
         flat = _plain_params(model, params)
         names = _decoder_names(model, flat)
@@ -261,15 +294,58 @@ def hf_checkpoint(
         names = _t5_names(model)  # before reading params: mean pooling has no form at all
         flat = _plain_params(model, params)
         config = _t5_config(model, special)
-    else:
-        raise UserError(
-            f"{type(model).__name__} has no Hugging Face layout; export-hf writes "
-            "model.name=decoder (LLaMA) and model.name=encoder_decoder (T5) runs."
-        )
     unmapped = sorted(set(flat) - set(names))
     if unmapped:  # a model change the mapping does not know yet
         raise UserError(f"No Hugging Face name for {', '.join(unmapped)}.")
     tensors = {names[p]: np.ascontiguousarray(_to_torch(p, v)) for p, v in flat.items()}
+    return config, tensors
+
+
+def peft_adapter(
+    model: Model, lora: Lora, adapters: Params, base_model_name_or_path: str
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """PEFT's ``adapter_config.json`` and ``adapter_model.safetensors`` tensors of LoRA
+    ``adapters`` (``trainable["lora"]``) on ``model``, in memory.
+
+    Each of our factors ``A`` ``[in, rank]`` / ``B`` ``[rank, out]`` (per layer; scanned
+    ones are unstacked) becomes ``base_model.model.<module>.lora_A.weight`` ``[rank, in]``
+    / ``lora_B.weight`` ``[out, rank]``, ``<module>`` the Hugging Face module of the kernel
+    (``model.layers.0.self_attn.q_proj``), so that PEFT's ``W + (alpha / r) * B @ A`` in
+    torch's ``[out, in]`` layout is our merged kernel transposed (module docstring).
+
+    Raises:
+      UserError: an adapter on a kernel with no Hugging Face name.
+    """
+    _check_layout(model)
+    names = _importer_names(model)
+    tensors, modules = {}, set()
+    for path, (a, b) in factors(_unstacked(adapters)).items():
+        kernel = "/".join(path)
+        if kernel not in names:
+            raise UserError(f"No Hugging Face name for the LoRA adapter on {kernel}.")
+        module = names[kernel].removesuffix(".weight")
+        modules.add(module.rsplit(".", 1)[-1])
+        for factor, value in (("lora_A", a), ("lora_B", b)):
+            value = np.asarray(jax.device_get(value), np.float32).T
+            tensors[f"base_model.model.{module}.{factor}.weight"] = np.ascontiguousarray(value)
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM" if isinstance(model, DecoderOnlyModel) else "SEQ_2_SEQ_LM",
+        "base_model_name_or_path": base_model_name_or_path,
+        "r": lora.rank,
+        "lora_alpha": lora.alpha,
+        # Module names, not paths: PEFT matches them at the end of every module's name,
+        # which selects exactly our targets (T5's q also in its cross-attention, as ours).
+        "target_modules": sorted(modules),
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "fan_in_fan_out": False,  # torch Linear [out, in] weights
+        "use_rslora": False,  # scale alpha / r, as ours
+        "use_dora": False,
+        "modules_to_save": None,
+        "init_lora_weights": True,
+        "inference_mode": True,
+    }
     return config, tensors
 
 
@@ -301,8 +377,10 @@ def write_checkpoint(
     *,
     tokenizer_file: str | Path | None = None,
     overwrite: bool = False,
+    adapter: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None,
 ) -> Path:
-    """Writes ``config.json``, ``model.safetensors`` (and ``tokenizer.json``) to ``out``.
+    """Writes ``config.json``, ``model.safetensors`` (and ``tokenizer.json``) to ``out``,
+    and ``adapter``'s config and tensors (:func:`peft_adapter`) to ``out/adapter/``.
 
     Everything goes to a temporary sibling folder first, renamed to ``out`` at the end, so
     a failure while writing (disk full, an unreadable tokenizer file) leaves ``out`` as it
@@ -325,6 +403,13 @@ def write_checkpoint(
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         if tokenizer_file is not None:
             shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
+        if adapter is not None:
+            (tmp / ADAPTER_DIR).mkdir()
+            adapter_config, adapter_tensors = adapter
+            text = json.dumps(adapter_config, indent=2) + "\n"
+            (tmp / ADAPTER_DIR / "adapter_config.json").write_text(text)
+            save_file(adapter_tensors, str(tmp / ADAPTER_DIR / ADAPTER_WEIGHTS_FILE),
+                      metadata={"format": "pt"})  # fmt: skip
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -342,19 +427,30 @@ def export_model(
     special_ids: dict[str, int] | None = None,
     max_positions: int = DEFAULT_MAX_POSITIONS,
     overwrite: bool = False,
+    lora: Lora | None = None,
+    adapters: Params | None = None,
 ) -> Path:
     """:func:`hf_checkpoint` then :func:`write_checkpoint`; returns ``out``.
 
-    ``out`` must not exist or be empty, unless ``overwrite``. Raises UserError (and writes
-    nothing) when the model has no exact Hugging Face form.
+    With ``lora`` and its ``adapters`` (``trainable["lora"]``), ``params`` are the frozen
+    base model's and the adapters go to ``out/adapter/`` in PEFT's format, naming ``out``
+    (absolute) as their base model. ``out`` must not exist or be empty, unless
+    ``overwrite``. Raises UserError (and writes nothing) when the model has no exact
+    Hugging Face form.
     """
     check_out_dir(out, overwrite)
     config, tensors = hf_checkpoint(
         model, params, special_ids=special_ids, max_positions=max_positions
     )
+    if (lora is None) != (adapters is None):
+        raise ValueError("export_model takes lora and adapters together.")
+    adapter = None
+    if lora is not None:
+        adapter = peft_adapter(model, lora, adapters, str(Path(out).resolve()))
     return write_checkpoint(
-        out, config, tensors, tokenizer_file=tokenizer_file, overwrite=overwrite
-    )
+        out, config, tensors, tokenizer_file=tokenizer_file, overwrite=overwrite,
+        adapter=adapter,
+    )  # fmt: skip
 
 
 def _has_checkpoint(workdir: Path) -> bool:
@@ -363,7 +459,12 @@ def _has_checkpoint(workdir: Path) -> bool:
 
 
 def export_hf(
-    workdir: str | Path, out: str | Path, *, step: int | None = None, overwrite: bool = False
+    workdir: str | Path,
+    out: str | Path,
+    *,
+    step: int | None = None,
+    overwrite: bool = False,
+    merged: bool = False,
 ) -> Path:
     """``llama-adv export-hf``: a trained run's checkpoint as a Hugging Face directory.
 
@@ -373,15 +474,19 @@ def export_hf(
       step: the checkpoint step; default: the best one if the run tracks a best
         (``checkpoint.best_metric``), else the latest.
       overwrite: replace whatever is in ``out``.
+      merged: for a LoRA run, write the base weights with the adapters merged in (and no
+        ``adapter/``); other runs are written the same either way.
 
     Returns:
-      ``out``, holding ``config.json``, ``model.safetensors`` and, for a run on a Hugging
-      Face tokenizer (``data.tokenizer=hf:PATH``), ``tokenizer.json``. Prints one line, and
-      a note when the tokenizer is not copied.
+      ``out``, holding ``config.json``, ``model.safetensors`` (a LoRA run's frozen base
+      unless ``merged``), ``adapter/`` (a LoRA run's adapters in PEFT's format, unless
+      ``merged``) and, for a run on a Hugging Face tokenizer (``data.tokenizer=hf:PATH``),
+      ``tokenizer.json``. Prints one line, and a note when the tokenizer is not copied.
 
     Raises:
-      UserError: no run or checkpoint in ``workdir``, no such ``step``, a bad ``out``, or a
-        model with no exact Hugging Face form; nothing is written then.
+      UserError: no run or checkpoint in ``workdir``, no such ``step``, a bad ``out``, a
+        model with no exact Hugging Face form, or an unmerged LoRA run that trains a task
+        head; nothing is written then.
     """
     from llama_adv.robustness.loading import load_run, run_config
 
@@ -392,6 +497,18 @@ def export_hf(
         raise UserError(f"{workdir}/checkpoints holds no checkpoint; train the run first.")
     run = load_run(workdir, config=config, step=step)
     model, tokenizer = run.exp.model, run.exp.dataset.tokenizer
+    lora = run.exp.lora if not merged else None
+    params, adapters = run.params, None
+    if lora is not None:
+        _check_layout(model)  # a model with no form at all is not helped by --merged
+        heads = sorted(k for k in run.trainable if k != ADAPTERS)
+        if heads:
+            raise UserError(
+                f"This LoRA run also trains its task head ({', '.join(heads)}), which PEFT's "
+                "adapter format cannot hold without modules_to_save; pass --merged to export "
+                "the merged weights as a plain checkpoint. Nothing was written."
+            )
+        params, adapters = run.frozen, run.trainable[ADAPTERS]
     special = {"pad_token_id": PAD_ID,
                "bos_token_id": int(getattr(tokenizer, "bos_id", BOS_ID)),
                "eos_token_id": int(getattr(tokenizer, "eos_id", EOS_ID))}  # fmt: skip
@@ -400,12 +517,20 @@ def export_hf(
     kind = data.tokenizer
     tokenizer_file = Path(kind[3:]) if kind.startswith("hf:") else None
     out = export_model(
-        model, run.params, out, tokenizer_file=tokenizer_file, special_ids=special,
+        model, params, out, tokenizer_file=tokenizer_file, special_ids=special,
         max_positions=max(DEFAULT_MAX_POSITIONS, longest), overwrite=overwrite,
+        lora=lora, adapters=adapters,
     )  # fmt: skip
     arch = json.loads((out / "config.json").read_text())["architectures"][0]
-    print(f"exported {workdir} step {run.step} as {arch} "
-          f"({count_params(run.params):,} parameters) to {out}")  # fmt: skip
+    what, adapter = ("LoRA merged, " if run.exp.lora is not None else ""), ""
+    if lora is not None:
+        adapter_config = json.loads((out / ADAPTER_DIR / "adapter_config.json").read_text())
+        what = "frozen base, "
+        adapter = (f", LoRA adapter (r={lora.rank} on "
+                   f"{', '.join(adapter_config['target_modules'])}; "
+                   f"{count_params(adapters):,} parameters) to {out / ADAPTER_DIR}")  # fmt: skip
+    print(f"exported {workdir} step {run.step} as {arch} ({what}"
+          f"{count_params(params):,} parameters) to {out}{adapter}")  # fmt: skip
     if tokenizer_file is None:
         print(f"note: tokenizer not copied: data.tokenizer={kind} has no Hugging Face "
               "tokenizer.json (only hf:PATH tokenizers do)")  # fmt: skip

@@ -169,22 +169,12 @@ def _merge(params: Params, adapters: Mapping, scale: float, path: tuple[str, ...
     return out
 
 
-def peft_tensors(adapters: Params, names_of) -> dict[str, Any]:
-    """Adapters as PEFT's ``lora_A.weight`` ``[rank, in]`` / ``lora_B.weight``
-    ``[out, rank]`` tensors, per layer; ``names_of(path, layer)`` gives the Hugging Face
-    module name of our kernel at ``path`` (tuple of names) in ``layer`` (None: unstacked)."""
-    out = {}
-    flat = jax.tree_util.tree_flatten_with_path(adapters)[0]
-    pairs: dict[tuple, dict] = {}
-    for path, leaf in flat:
+def factors(adapters: Params) -> dict[tuple[str, ...], tuple[Any, Any]]:
+    """``{kernel path: (A, B)}`` of an adapter tree (as :meth:`Lora.init` builds it), the
+    path ending in ``"kernel"``; ``A`` ``[layers..., in, rank]``, ``B`` ``[layers..., rank,
+    out]`` as stored."""
+    pairs: dict[tuple[str, ...], dict[str, Any]] = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(adapters)[0]:
         names = tuple(_name(p) for p in path)
         pairs.setdefault(names[:-1], {})[names[-1]] = leaf
-    for names, ab in pairs.items():
-        a, b = jnp.asarray(ab["a"]), jnp.asarray(ab["b"])
-        layers = [None] if a.ndim == 2 else list(range(a.shape[0]))
-        for layer in layers:
-            la, lb = (a, b) if layer is None else (a[layer], b[layer])
-            module = names_of(names[:-1], layer)
-            out[f"{module}.lora_A.weight"] = la.T
-            out[f"{module}.lora_B.weight"] = lb.T
-    return out
+    return {path: (ab["a"], ab["b"]) for path, ab in pairs.items()}

@@ -21,7 +21,14 @@ from llama_adv.train.warm_start import warm_start
 
 @dataclasses.dataclass
 class LoadedRun:
-    """A run ready to attack: ``params`` are the best checkpoint's (replicated on ``mesh``)."""
+    """A run ready to attack: ``params`` are the best checkpoint's (placed on ``mesh``),
+    the model's full parameters (a LoRA run's with the adapters merged in).
+
+    For a LoRA run (``exp.lora``) the unmerged pieces are kept too: ``frozen``, the base
+    weights (re-created from the seed or ``train.init_from``, in ``model.lora.base_dtype``),
+    and ``trainable``, the checkpoint's ``{"lora": adapters, "classifier": ...}``; both are
+    None otherwise.
+    """
 
     workdir: Path
     config: mlc.ConfigDict
@@ -29,6 +36,8 @@ class LoadedRun:
     params: Any
     step: int
     mesh: Mesh
+    frozen: Any = None
+    trainable: Any = None
 
 
 def run_config(workdir: str | Path, overrides: tuple[str, ...] = ()) -> mlc.ConfigDict:
@@ -89,4 +98,5 @@ def load_run(
     finally:
         ckpt.close()
     params = model_params(exp, state, frozen)
-    return LoadedRun(workdir, config, exp, params, int(step), mesh)
+    trainable = state.params if exp.lora is not None else None
+    return LoadedRun(workdir, config, exp, params, int(step), mesh, frozen, trainable)
