@@ -132,7 +132,7 @@ def _settings(args) -> list[tuple]:
         for rank in (int(r) for r in args.lora_ranks.split(",")):
             for entry in args.methods.split(","):
                 method, _, k = entry.partition(":")
-                for remat in (False, True):
+                for remat in {"both": (False, True), "on": (True,), "off": (False,)}[args.remat]:
                     rows.append((preset, rank, method, int(k or 0), remat))
     return rows
 
@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lora-ranks", default="0,64", help="0 = full fine-tuning")
     parser.add_argument("--methods", default="none,fgm,freelb:3,pgd:3",
                         help="method[:ascent steps], comma-separated")  # fmt: skip
+    parser.add_argument("--remat", choices=("both", "on", "off"), default="both")
     parser.add_argument("--devices", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--out", default="results/memory")
