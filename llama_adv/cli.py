@@ -40,9 +40,19 @@ def _interrupt(signum: int, frame) -> None:
 
 def _train(args: argparse.Namespace, overrides: list[str]) -> None:
     from llama_adv.config import load_config
+    from llama_adv.config.validate import validate_config
+    from llama_adv.train import distributed
+
+    processes = distributed.parse_options(
+        args.coordinator, args.num_processes, args.process_id, args.init_timeout
+    )
+    config = load_config(args.config, overrides)
+    # Every process checks the config before the processes meet: a bad one stops each of
+    # them with the same message, none waits for the others.
+    validate_config(config)
+    distributed.initialize(processes)  # before anything starts JAX's backends
     from llama_adv.train import train_and_evaluate
 
-    config = load_config(args.config, overrides)
     # SIGTERM (a scheduler's or `kill`'s stop) takes Ctrl-C's path: checkpoint, then exit 2.
     signal.signal(signal.SIGTERM, _interrupt)
     summary = train_and_evaluate(config, args.workdir, overwrite=args.overwrite)
@@ -54,6 +64,15 @@ def _import_hf(args: argparse.Namespace, overrides: list[str]) -> None:
     from llama_adv.models.hf_import import import_hf_to_dir
 
     import_hf_to_dir(args.path, args.arch, args.out)
+
+
+def _export_hf(args: argparse.Namespace, overrides: list[str]) -> None:
+    from llama_adv.models.hf_export import export_hf
+
+    if overrides:
+        raise UserError("export-hf takes no --config.* overrides; it exports the run as trained.")
+    export_hf(args.workdir, args.out, step=args.step, overwrite=args.overwrite,
+              merged=args.merged)  # fmt: skip
 
 
 def _quickstart(args: argparse.Namespace, overrides: list[str]) -> None:
@@ -133,6 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true",
         help="delete everything in --workdir (another run, broken checkpoints) and start again",
     )  # fmt: skip
+    multi = train.add_argument_group(
+        "multi-process runs", "one `train` per process, the same command but --process-id; "
+        "under SLURM, Open MPI, a Cloud TPU pod or Kubernetes they are found automatically",
+    )  # fmt: skip
+    multi.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="process 0's address and a free port, the same in every process",
+    )
+    multi.add_argument("--num-processes", type=int, metavar="N", help="processes in the run")
+    multi.add_argument("--process-id", type=int, metavar="I", help="this process, 0 to N-1")
+    multi.add_argument(
+        "--init-timeout", type=float, default=60, metavar="SECONDS",
+        help="how long the processes wait for each other at start (default 60)",
+    )  # fmt: skip
     train.set_defaults(run=_train)
 
     quick = commands.add_parser("quickstart", help="clean vs adversarial on the synthetic task")
@@ -145,6 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
     hf.add_argument("--path", required=True, help="config.json + *.safetensors directory")
     hf.add_argument("--out", required=True, help="writes config.json and params.msgpack")
     hf.set_defaults(run=_import_hf)
+
+    export = commands.add_parser("export-hf", help="write a run as a Hugging Face checkpoint")
+    export.add_argument("--workdir", required=True, help="the trained run")
+    export.add_argument("--out", required=True, help="writes config.json + model.safetensors")
+    export.add_argument(
+        "--step", type=int, help="checkpoint step (default: the best, else the latest)"
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    export.add_argument(
+        "--merged", action="store_true",
+        help="LoRA runs: write the merged weights only (default: the base + a PEFT adapter/)",
+    )  # fmt: skip
+    export.set_defaults(run=_export_hf)
 
     rob = commands.add_parser("robustness", help="attack a trained run's best checkpoint")
     rob.add_argument("--workdir", help="the run (with --compare: where the comparison goes)")

@@ -35,6 +35,14 @@ def model_defaults() -> mlc.ConfigDict:
     c.relative_max_distance = 128  # encoder_decoder: distance beyond which buckets merge
     c.remat = False  # recompute each block's activations in the backward pass (less memory)
     c.scan_layers = False  # nn.scan over blocks: flat compile time in depth; params stacked
+    # LoRA adapters (models/lora.py; defaults are PEFT's LoraConfig): base weights frozen,
+    # only adapters (and a classification head) trained. rank 0 = off (full fine-tuning).
+    c.lora = mlc.ConfigDict()
+    c.lora.rank = 0
+    c.lora.alpha = 8.0  # the update is (alpha / rank) * A @ B
+    c.lora.targets = ("q", "v")  # any of q, k, v, o (attention), gate, up, down (MLP)
+    c.lora.dropout = 0.0  # only 0: adapters are merged into the kernels
+    c.lora.base_dtype = "float32"  # float32 | bfloat16: how the frozen base is stored
     return c
 
 
@@ -165,11 +173,22 @@ def train_defaults() -> mlc.ConfigDict:
     c.log_every = 50  # steps between metric lines (the only host syncs)
     c.eval_every = 0  # steps between evaluations; 0 = only at the end
     c.progress_bar = True  # tqdm bar on a terminal; plain lines otherwise
-    c.num_devices = 0  # devices in the data-parallel mesh; 0 = all devices of all processes
+    c.num_devices = 0  # devices of the mesh; 0 = all devices of all processes
     # Start from pre-trained parameters (fine-tuning): a run workdir (its best checkpoint),
     # RUN/checkpoints/STEP, or an `llama-adv import-hf --out` dir. Matching parameters are
     # copied, new ones (a task head) initialised; RUN/init_report.json lists both.
     c.init_from = ""
+    return c
+
+
+def mesh_defaults() -> mlc.ConfigDict:
+    """Sizes of the device mesh's axes (product = train.num_devices; one may be -1 for the
+    remaining devices). The batch is split over data x fsdp; parameters, optimizer and
+    method state over fsdp (d_model) and tensor (heads, MLP, vocabulary)."""
+    c = mlc.ConfigDict()
+    c.data = -1  # data parallelism: every device holds all parameters
+    c.fsdp = 1  # fully sharded data parallelism (ZeRO-3): parameters split along d_model
+    c.tensor = 1  # tensor parallelism: heads, MLP width and vocabulary split
     return c
 
 
@@ -238,6 +257,7 @@ SECTIONS = {
     "adv": adv_defaults,
     "optim": optim_defaults,
     "train": train_defaults,
+    "mesh": mesh_defaults,
     "eval": eval_defaults,
     "checkpoint": checkpoint_defaults,
     "robustness": robustness_defaults,

@@ -166,6 +166,9 @@ def _load_python(path: Path, arg: str | None) -> mlc.ConfigDict:
     return config
 
 
+LATER_SECTIONS = ("mesh",)
+
+
 def _load_json(path: Path) -> mlc.ConfigDict:
     """A run's ``config.json``: every section must be there; missing fields (added to the
     defaults after the run was made) take their defaults, with a note on stderr."""
@@ -179,7 +182,8 @@ def _load_json(path: Path) -> mlc.ConfigDict:
     config = get_default_config()
     if not isinstance(values, Mapping):
         raise UserError(f"{path} must hold a JSON object of config sections.")
-    missing = [name for name in config if name not in values]
+    # Sections added after runs were made (their fields take the defaults, noted below).
+    missing = [name for name in config if name not in values and name not in LATER_SECTIONS]
     if missing:
         raise UserError(
             f"{path} has no {', '.join(missing)} section{'s' if len(missing) > 1 else ''}; a "

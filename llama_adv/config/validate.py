@@ -142,6 +142,15 @@ def _train(c: mlc.ConfigDict) -> None:
     _at_least(c, "train", 0, "eval_every", "num_devices", "seed")
 
 
+def _mesh(c: mlc.ConfigDict) -> None:
+    for name in ("data", "fsdp", "tensor"):
+        _number(f"mesh.{name}", c[name], integer=True)
+        if c[name] < 1 and c[name] != -1:
+            raise _fail(f"mesh.{name}", c[name], "must be >= 1, or -1 for the remaining devices")
+    if sum(c[name] == -1 for name in ("data", "fsdp", "tensor")) > 1:
+        raise UserError("At most one of mesh.data, mesh.fsdp, mesh.tensor may be -1.")
+
+
 def _eval(c: mlc.ConfigDict) -> None:
     _at_least(c, "eval", 1, "batch_size")
     _at_least(c, "eval", 0, "max_examples")
@@ -196,6 +205,7 @@ CHECKS: tuple[Callable[[mlc.ConfigDict], None], ...] = (
     lambda config: _data(config.data, config.task.name),
     lambda config: _optim(config.optim),
     lambda config: _train(config.train),
+    lambda config: _mesh(config.mesh),
     lambda config: _eval(config.eval),
     _checkpoint,
     _robustness,

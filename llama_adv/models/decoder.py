@@ -29,6 +29,7 @@ from llama_adv.models.layers import (
     RMSNorm,
     attention_bias,
     causal_bias,
+    constrain_batch,
     rotary_embedding,
     run_stack,
     update_kv_cache,
@@ -108,6 +109,7 @@ class Block(nn.Module):
     def __call__(self, x, positions, bias, index):
         cfg = self.cfg
         dtype = compute_dtype(cfg.dtype)
+        x = constrain_batch(x)
         h = RMSNorm(cfg.norm_eps, dtype, name="attention_norm")(x)
         attention = Attention(cfg, self.deterministic, self.decode, name="attention")
         x = x + attention(h, positions, bias, index)

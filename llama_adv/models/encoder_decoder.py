@@ -52,6 +52,7 @@ from llama_adv.models.layers import (
     RMSNorm,
     attention_bias,
     causal_bias,
+    constrain_batch,
     relative_position_bucket,
     run_stack,
     update_kv_cache,
@@ -174,6 +175,7 @@ class EncoderBlock(nn.Module):
     def __call__(self, x, bias):
         cfg = self.cfg
         dtype = compute_dtype(cfg.dtype)
+        x = constrain_batch(x)
         h = RMSNorm(cfg.norm_eps, dtype, name="attention_norm")(x)
         x = x + T5Attention(cfg, self.deterministic, name="attention")(h, h, bias, 0)
         h = RMSNorm(cfg.norm_eps, dtype, name="mlp_norm")(x)
@@ -191,6 +193,7 @@ class DecoderBlock(nn.Module):
     def __call__(self, x, self_bias, encoded, cross_bias, index):
         cfg = self.cfg
         dtype = compute_dtype(cfg.dtype)
+        x = constrain_batch(x)
         h = RMSNorm(cfg.norm_eps, dtype, name="attention_norm")(x)
         attention = T5Attention(cfg, self.deterministic, self.decode, name="attention")
         x = x + attention(h, h, self_bias, index)

@@ -310,9 +310,12 @@ def import_hf(path: str | Path, arch: str) -> tuple[mlc.ConfigDict, Params, Any]
             tensors = {**tensors, "lm_head.weight": tensors["shared.weight"]}
     params = convert(tensors, mapping, expected_shapes(fields))
     from llama_adv.config import get_default_config
+    from llama_adv.models.presets import matching_preset
 
     section = get_default_config().model
     section.update(fields)
+    # A released checkpoint's shapes land on their named preset (llama3_8b, t5_base, ...).
+    section.preset = matching_preset(section.name, section.to_dict())
     return section, params, load_tokenizer(path)
 
 
@@ -363,5 +366,7 @@ def import_hf_to_dir(path: str | Path, arch: str, out: str | Path) -> Path:
     section, params, tokenizer = import_hf(path, arch)
     save_imported(out, section, params, tokenizer_dir=path if tokenizer is not None else "")
     extra = f", tokenizer ({tokenizer.get_vocab_size()} tokens)" if tokenizer else ""
+    if section.preset:
+        extra += f", model.preset={section.preset}"
     print(f"imported {arch} ({count_params(params):,} parameters{extra}) to {out}")
     return Path(out)

@@ -6,6 +6,24 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+# The mesh axes the batch is split over (train/mesh.py BATCH_AXES).
+BATCH_AXES = ("data", "fsdp")
+
+
+def constrain_batch(x: jax.Array) -> jax.Array:
+    """``x`` ``[B, ...]`` pinned to the batch split of the current mesh (``jax.set_mesh``),
+    unchanged when there is none. At each block's input it keeps activations split by
+    example while FSDP splits the weights along d_model: without it XLA may resolve that
+    conflict by splitting activations along d_model and holding the whole batch on every
+    device."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+    axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names)
+    if not axes:
+        return x
+    return jax.lax.with_sharding_constraint(x, jax.sharding.PartitionSpec(axes))
+
 
 class RMSNorm(nn.Module):
     """``x / rms(x) * scale`` computed in float32 (LLaMA and T5 v1.1 both use this)."""

@@ -31,7 +31,17 @@ _DECODER = {
         d_model=1024, num_layers=24, num_heads=16, num_kv_heads=0, head_dim=0, d_ff=2816
     ),
     "large": dict(d_model=2048, num_layers=18, num_heads=16, num_kv_heads=0, head_dim=0, d_ff=5632),
-}
+    # Shapes of released checkpoints (their config.json), so import-hf lands on a name.
+    # Llama-3.2-1B (meta-llama/Llama-3.2-1B): tied embeddings. Its "llama3" RoPE frequency
+    # scaling (for contexts beyond 8k) is not implemented: positions past 8,192 differ.
+    "llama3_1b": dict(d_model=2048, num_layers=16, num_heads=32, num_kv_heads=8, head_dim=64,
+                      d_ff=8192, vocab_size=128256, rope_theta=500000.0, norm_eps=1e-5,
+                      tie_embeddings=True),
+    # Meta-Llama-3-8B: untied LM head.
+    "llama3_8b": dict(d_model=4096, num_layers=32, num_heads=32, num_kv_heads=8, head_dim=128,
+                      d_ff=14336, vocab_size=128256, rope_theta=500000.0, norm_eps=1e-5,
+                      tie_embeddings=False),
+}  # fmt: skip
 # T5 v1.1-like proportions: num_layers blocks in each of the encoder and the decoder.
 _ENCODER_DECODER = {
     "tiny": dict(
@@ -49,11 +59,37 @@ _ENCODER_DECODER = {
     "large": dict(
         d_model=2048, num_layers=8, num_decoder_layers=0, num_heads=32, head_dim=64, d_ff=5120
     ),
-}
+    # google/t5-v1_1-base: 12 blocks per stack, gated GELU, untied head, 32,128 tokens.
+    "t5_base": dict(d_model=768, num_layers=12, num_decoder_layers=0, num_heads=12, head_dim=64,
+                    d_ff=2048, vocab_size=32128, tie_embeddings=False, norm_eps=1e-6,
+                    relative_buckets=32, relative_max_distance=128),
+}  # fmt: skip
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "decoder": _DECODER,
     "encoder_decoder": _ENCODER_DECODER,
 }
+
+
+def matching_preset(name: str, fields: dict[str, Any]) -> str:
+    """The preset of ``name`` (decoder | encoder_decoder) whose every field equals
+    ``fields``' (an imported checkpoint's model section); ``""`` if none does."""
+
+    def same(key: str, value: Any) -> bool:
+        mine = fields.get(key)
+        if key == "num_kv_heads" and value == 0:  # 0 = num_heads
+            return mine in (0, fields.get("num_heads"))
+        if key == "head_dim" and value == 0:  # 0 = d_model // num_heads
+            return mine in (0, fields.get("d_model", 0) // max(fields.get("num_heads", 1), 1))
+        if key == "num_decoder_layers" and value == 0:  # 0 = num_layers
+            return mine in (0, fields.get("num_layers"))
+        if isinstance(value, float):
+            return mine is not None and abs(float(mine) - value) <= 1e-9 * max(abs(value), 1)
+        return mine == value
+
+    for preset, values in PRESETS.get(name, {}).items():
+        if all(same(k, v) for k, v in values.items()):
+            return preset
+    return ""
 
 
 def apply_preset(config: mlc.ConfigDict) -> mlc.ConfigDict:

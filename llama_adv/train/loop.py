@@ -8,7 +8,9 @@ again, unless its evaluation settings changed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import statistics
 import sys
@@ -27,9 +29,11 @@ from llama_adv.data.pipeline import TrainStream
 from llama_adv.errors import UserError
 from llama_adv.models import count_params
 from llama_adv.train.checkpoint import Checkpointer, UnreadableCheckpoints
+from llama_adv.train.distributed import barrier, broadcast, check_devices, is_main, together
 from llama_adv.train.evaluate import evaluate, make_eval_step
-from llama_adv.train.mesh import make_mesh, replicated, to_global
+from llama_adv.train.mesh import mesh_from_config, replicated, to_global
 from llama_adv.train.optimizer import make_optimizer, make_schedule
+from llama_adv.train.partitioning import mirrored_shardings, param_shardings
 from llama_adv.train.setup import Experiment, build_experiment, example_batch
 from llama_adv.train.state import TrainState
 from llama_adv.train.step import make_train_step
@@ -46,7 +50,7 @@ from llama_adv.train.workdir import (
 from llama_adv.train.writers import MetricWriter
 
 # Named random streams derived from the run's root key.
-PARAMS, STEPS, EVAL = 0, 1, 2
+PARAMS, STEPS, EVAL, LORA = 0, 1, 2, 3
 TOKEN_FIELDS = ("inputs", "encoder_inputs", "decoder_inputs")
 
 
@@ -57,31 +61,94 @@ class TrainingDiverged(UserError):
 def create_state(
     exp: Experiment, config: mlc.ConfigDict, optimizer, mesh, params: Any = None
 ) -> TrainState:
-    """Initialises parameters (unless ``params`` are given), optimizer and method state,
-    replicated on ``mesh``."""
+    """The train state of :func:`create_run` (without LoRA's frozen base)."""
+    return create_run(exp, config, optimizer, mesh, params)[0]
+
+
+def create_run(
+    exp: Experiment, config: mlc.ConfigDict, optimizer, mesh, params: Any = None
+) -> tuple[TrainState, Any]:
+    """Initialises parameters (unless the model's ``params`` are given), optimizer and
+    method state, each placed on ``mesh`` by :func:`state_shardings` (built there, never
+    whole on one device).
+
+    Returns:
+      ``(state, frozen)``: with LoRA (``exp.lora``) ``state.params`` are the adapters and
+      task head and ``frozen`` the base weights (re-created, never checkpointed: from the
+      seed or ``train.init_from``); without, ``frozen`` is None.
+    """
     root = jax.random.key(config.train.seed)
     if params is None:
         params = init_params(exp, config, mesh)
-    split = exp.dataset.split(config.data.train_split)
+    frozen = None
+    if exp.lora is not None:
+        split = functools.partial(exp.lora.split, jax.random.fold_in(root, LORA))
+        trainable, frozen = jax.eval_shape(split, params)
+        shardings = (param_shardings(trainable, mesh), param_shardings(frozen, mesh))
+        params, frozen = jax.jit(split, out_shardings=shardings)(params)
     # Method state shaped like one global training batch at full length (FreeAT's carried
     # perturbation); shorter bucketed batches use its leading columns.
-    full = example_batch(exp.dataset, config.data.train_split, config.train.batch_size)
-    batch_shapes = {k: v.shape for k, v in jax.eval_shape(exp.model.embed, params, full).items()}
-    state = TrainState(
-        step=jnp.zeros((), jnp.int32),
+    build = state_builder(
+        exp, optimizer,
+        num_examples=len(exp.dataset.split(config.data.train_split)),
+        batch=example_batch(exp.dataset, config.data.train_split, config.train.batch_size),
+        seed=config.train.seed,
+    )  # fmt: skip
+    shardings = state_shardings(jax.eval_shape(build, params, frozen), mesh)
+    return jax.jit(build, out_shardings=shardings)(params, frozen), frozen
+
+
+def state_builder(exp: Experiment, optimizer, *, num_examples: int, batch, seed: int):
+    """``build(params, frozen) -> TrainState``: step 0, the optimizer and method state of
+    ``params`` (the trained ones; ``frozen``: LoRA's base or None). ``batch``: arrays or
+    shape structs of one global training batch; ``num_examples``: the training split's
+    size (per-example method state). Traceable, so :func:`jax.eval_shape` gives the state's
+    shapes without allocating it."""
+
+    def build(params, frozen) -> TrainState:
+        model_params = params if exp.lora is None else exp.lora.combine(frozen, params)
+        shapes = jax.eval_shape(exp.model.embed, model_params, batch)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=optimizer.init(params),
+            method_state=exp.method.init_state(
+                params, num_examples, batch_shapes={k: v.shape for k, v in shapes.items()}
+            ),
+            rng=jax.random.key_data(jax.random.key(seed)),
+        )
+
+    return build
+
+
+def model_params(exp: Experiment, state: TrainState, frozen: Any) -> Any:
+    """The model's parameters of ``state``: LoRA's base with the adapters merged, else
+    ``state.params`` themselves."""
+    if exp.lora is None:
+        return state.params
+    return jax.jit(exp.lora.combine)(frozen, state.params)
+
+
+def state_shardings(state: TrainState, mesh) -> TrainState:
+    """Where each leaf of ``state`` (arrays or shape structs) lives: parameters by their
+    logical axes, optimizer and method state like the parameters they mirror, the rest
+    replicated."""
+    params = param_shardings(state.params, mesh)
+    return TrainState(
+        step=replicated(mesh),
         params=params,
-        opt_state=optimizer.init(params),
-        method_state=exp.method.init_state(params, len(split), batch_shapes=batch_shapes),
-        rng=jax.random.key_data(root),
+        opt_state=mirrored_shardings(state.opt_state, state.params, params, mesh),
+        method_state=mirrored_shardings(state.method_state, state.params, params, mesh),
+        rng=replicated(mesh),
     )
-    return jax.device_put(state, replicated(mesh))
 
 
 def init_params(exp: Experiment, config: mlc.ConfigDict, mesh) -> Any:
-    """Fresh parameters from the run's seed."""
-    root = jax.random.key(config.train.seed)
+    """Fresh parameters from the run's seed, initialised in place on ``mesh``."""
+    key = jax.random.fold_in(jax.random.key(config.train.seed), PARAMS)
     batch = example_batch(exp.dataset, config.data.train_split, mesh.size)
-    return exp.model.init(jax.random.fold_in(root, PARAMS), batch)
+    shardings = param_shardings(jax.eval_shape(exp.model.init, key, batch), mesh)
+    return jax.jit(exp.model.init, out_shardings=shardings)(key, batch)
 
 
 def warm_started_params(exp: Experiment, config: mlc.ConfigDict, mesh, workdir: Path) -> Any:
@@ -90,7 +157,8 @@ def warm_started_params(exp: Experiment, config: mlc.ConfigDict, mesh, workdir: 
         init_params(exp, config, mesh), config.train.init_from, config.model.to_dict()
     )
     print(report.summary())
-    (workdir / "init_report.json").write_text(json.dumps(dataclasses.asdict(report), indent=2))
+    if is_main():
+        (workdir / "init_report.json").write_text(json.dumps(dataclasses.asdict(report), indent=2))
     return params
 
 
@@ -131,11 +199,17 @@ def train_and_evaluate(
     """
     validate_config(config)
     workdir = Path(workdir)
-    check_workdir(workdir)
-    exp = build_experiment(config)
-    if config.train.init_from:
-        resolve_source(config.train.init_from)  # a bad path fails before anything is written
-    with workdir_lock(workdir):
+    # In a multi-process run a check failing in one process stops all with its message.
+    with together():
+        check_workdir(workdir)
+        check_devices(config.train.num_devices)
+        exp = build_experiment(config)
+        if config.train.init_from:
+            resolve_source(config.train.init_from)  # a bad path fails before anything is written
+    with contextlib.ExitStack() as lock:
+        with together():
+            if is_main():  # process 0 holds the lock for all processes of the run
+                lock.enter_context(workdir_lock(workdir))
         try:
             return _train_locked(config, workdir, exp, overwrite)
         except KeyboardInterrupt:  # outside the training loop (or a second Ctrl-C)
@@ -152,14 +226,18 @@ def _train_locked(
     in it (or clears it), then returns a finished run's summary or trains."""
     resolved = to_json(config)
     changed: list[str] = []
-    old = None
-    if overwrite:
-        clear_workdir(workdir)
-    elif (old := read_run_config(workdir)) is not None:
-        changed = check_same_run(workdir, old, json.loads(resolved))
-    note = describe_changes(old, json.loads(resolved), changed) if changed else ""
+    note = ""
+    with together():  # process 0 reads (or clears) the workdir, the others wait for it
+        if is_main():
+            old = None
+            if overwrite:
+                clear_workdir(workdir)
+            elif (old := read_run_config(workdir)) is not None:
+                changed = check_same_run(workdir, old, json.loads(resolved))
+            note = describe_changes(old, json.loads(resolved), changed) if changed else ""
+    changed = broadcast(changed)
     tc = config.train
-    mesh = make_mesh(tc.num_devices)
+    mesh = mesh_from_config(config)
     # Over optimizer updates, not batches: FreeAT takes adv.freeat.replays per batch.
     schedule = make_schedule(config.optim, tc.num_steps * exp.method.updates_per_batch)
     optimizer = make_optimizer(config.optim, schedule)
@@ -174,8 +252,10 @@ def _train_locked(
             and previous is not None
             and previous.get("step") == tc.num_steps
         )
+        finished = broadcast(finished)  # process 0's view: the others go its way
         if finished and not any(k.startswith("eval.") for k in changed):
-            _write_config(workdir, resolved, note)
+            if is_main():
+                _write_config(workdir, resolved, note)
             print(f"{workdir} holds this run, finished at step {tc.num_steps}; its summary.json "
                   "is unchanged.")  # fmt: skip
             return previous
@@ -209,11 +289,14 @@ def _restore(ckpt: Checkpointer, state: TrainState, workdir: Path, mesh) -> tupl
     if restored is None:
         return state, 0
     for step, why in restored.unreadable:
+        if not is_main():  # process 0 moves the folders
+            continue
         moved = set_aside(workdir, ckpt.step_dir(step))
         print(f"warning: checkpoint {ckpt.step_dir(step)} is unreadable ({why}); resuming "
               f"from step {restored.step}, the newest readable one (it was moved to {moved}).",
               file=sys.stderr)  # fmt: skip
     if restored.unreadable:
+        barrier("unreadable checkpoints moved aside")
         ckpt.forget()
     print(f"resumed from step {restored.step} (data position "
           f"{restored.record['data_position']})")  # fmt: skip
@@ -228,19 +311,26 @@ def _restore(ckpt: Checkpointer, state: TrainState, workdir: Path, mesh) -> tupl
 def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note, previous):
     tc = config.train
     params = None
-    if ckpt.latest_step() is None and tc.init_from:  # a resumed run has them in its checkpoint
+    # A resumed run has its parameters in its checkpoint, except LoRA's frozen base.
+    if tc.init_from and (ckpt.latest_step() is None or exp.lora is not None):
         params = warm_started_params(exp, config, mesh, workdir)
-    state = create_state(exp, config, optimizer, mesh, params)
-    num_params = count_params(state.params)
-    print(f"model {config.model.name}: {num_params:,} parameters; {mesh.size} devices")
+    state, frozen = create_run(exp, config, optimizer, mesh, params)
+    num_params = count_params(state.params) + (count_params(frozen) if frozen else 0)
+    layout = " x ".join(f"{axis} {size}" for axis, size in mesh.shape.items() if size > 1)
+    trained = (f", {count_params(state.params):,} trained (LoRA rank {exp.lora.rank})"
+               if exp.lora else "")  # fmt: skip
+    print(f"model {config.model.name}: {num_params:,} parameters{trained}; {mesh.size} devices"
+          + (f" ({layout})" if layout else ""))  # fmt: skip
     state, start = _restore(ckpt, state, workdir, mesh)
     # From here on the workdir holds a run in progress: no summary until it ends.
-    (workdir / "summary.json").unlink(missing_ok=True)
-    _write_config(workdir, resolved, note)
+    if is_main():
+        (workdir / "summary.json").unlink(missing_ok=True)
+        _write_config(workdir, resolved, note)
 
     train_step = make_train_step(
-        exp.model, exp.task, exp.method, optimizer, schedule, mesh, config.adv
-    )
+        exp.model, exp.task, exp.method, optimizer, schedule, mesh, config.adv,
+        state_shardings=jax.tree.map(lambda x: x.sharding, state), lora=exp.lora,
+    )  # fmt: skip
     eval_step = make_eval_step(exp.model, exp.task, config.eval.attack)
     eval_split = exp.dataset.split(config.eval.split)
     stream = TrainStream(exp.dataset.split(config.data.train_split), tc.batch_size, tc.seed)
@@ -250,7 +340,8 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
     # A finished run evaluated again (its evaluation settings changed): its old final
     # evaluation row goes.
     writer = MetricWriter(workdir, tc.num_steps, start, tc.progress_bar,
-                          keep_eval_at_start=start < tc.num_steps)  # fmt: skip
+                          keep_eval_at_start=start < tc.num_steps,
+                          enabled=is_main())  # fmt: skip
     if writer.dropped:
         print(f"metrics.jsonl: dropped {writer.dropped} line(s) logged after step {start} (or "
               "cut short) by an earlier attempt")  # fmt: skip
@@ -297,7 +388,9 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
     try:
         for step in range(start, tc.num_steps):
             batch = to_global(stream.batch(step), mesh)
-            new_state, metrics = train_step(state, batch, jax.random.fold_in(train_rng, step))
+            new_state, metrics = train_step(
+                state, batch, jax.random.fold_in(train_rng, step), frozen
+            )
             pending.append((step + 1, metrics))  # before ``state``: see the Ctrl-C path
             state = new_state
             done = step + 1
@@ -305,13 +398,15 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
                 fetch()
                 log(done)
             if tc.eval_every and done % tc.eval_every == 0 and done < tc.num_steps:
-                results = evaluate(eval_step, state.params, eval_split, mesh, config.eval, eval_rng)
+                params = model_params(exp, state, frozen)
+                results = evaluate(eval_step, params, eval_split, mesh, config.eval, eval_rng)
                 writer.write(done, results, kind="eval")
                 save(results)
                 tick = time.perf_counter()
             elif done % config.checkpoint.every_steps == 0 and done < tc.num_steps:
                 save()
-        final = evaluate(eval_step, state.params, eval_split, mesh, config.eval, eval_rng)
+        params = model_params(exp, state, frozen)
+        final = evaluate(eval_step, params, eval_split, mesh, config.eval, eval_rng)
         writer.write(int(jax.device_get(state.step)), final, kind="eval")
         save(final)
     except KeyboardInterrupt:
@@ -338,5 +433,6 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
     }
     if summary["step_time_sec"] is None and previous is not None:  # evaluated again only
         summary["step_time_sec"] = previous.get("step_time_sec")
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if is_main():
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import ml_collections as mlc
@@ -12,7 +13,9 @@ from llama_adv.adversarial import Method, build_method, validate_adv_config
 from llama_adv.data import Dataset, load_dataset
 from llama_adv.errors import UserError
 from llama_adv.models import Model, build_model
+from llama_adv.models.lora import Lora
 from llama_adv.tasks import Task, build_task
+from llama_adv.train.mesh import BATCH_AXES, MESH_AXES, mesh_shape
 
 
 @dataclasses.dataclass
@@ -23,6 +26,7 @@ class Experiment:
     task: Task
     model: Model
     method: Method
+    lora: Lora | None = None  # LoRA adapters (model.lora.rank > 0): base weights frozen
 
 
 def build_experiment(config: mlc.ConfigDict) -> Experiment:
@@ -44,14 +48,20 @@ def build_experiment(config: mlc.ConfigDict) -> Experiment:
         raise UserError(
             f"train.num_devices={devices} but only {jax.device_count()} devices are visible."
         )
+    shape = dict(zip(MESH_AXES, mesh_shape(dict(config.mesh), devices), strict=True))
+    shards = math.prod(shape[axis] for axis in BATCH_AXES)
+    split = f"the {devices} devices" if shards == devices else (
+        f"mesh.data x mesh.fsdp = {shape['data']} x {shape['fsdp']}")  # fmt: skip
     for field, size in (("train.batch_size", config.train.batch_size),
                         ("eval.batch_size", config.eval.batch_size)):  # fmt: skip
-        if size % devices:
+        if size % shards:
             raise UserError(
-                f"{field}={size} is not divisible by the {devices} devices; "
-                f"use a multiple of {devices}."
+                f"{field}={size} is not divisible by {split} (the batch is split over "
+                f"data and fsdp); use a multiple of {shards}."
             )
-    return Experiment(dataset, task, model, build_method(config.adv, task, config.train.num_steps))
+    lora = Lora.from_config(config.model.lora)
+    method = build_method(config.adv, task, config.train.num_steps)
+    return Experiment(dataset, task, model, method, lora)
 
 
 def example_batch(dataset: Dataset, split: str, size: int) -> dict[str, np.ndarray]:

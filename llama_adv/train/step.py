@@ -1,31 +1,39 @@
 """The one train step for every model, task and adversarial method.
 
-``train_step(state, batch, rng) -> (state, metrics)`` is jitted once. Inside, a
-``shard_map`` over the ``"data"`` axis gives each device its shard of the global batch
-(pmap semantics): the method computes this device's share of the gradient of the global
-mean loss, and ``descend`` sums the shares over devices before the optimizer update.
+``train_step(state, batch, rng) -> (state, metrics)`` is jitted once over global arrays:
+the batch split over the mesh's batch axes (``data`` and ``fsdp``), parameters, optimizer
+and method state placed by :mod:`llama_adv.train.partitioning`. The method sees the whole
+global batch (``BatchInfo.axis_name`` None: its means are global means) and XLA inserts
+the collectives: the gradient all-reduce of data parallelism, FSDP's parameter
+all-gathers and reduce-scatters, tensor parallelism's partial sums. Random draws
+(perturbation starts, dropout) are those of the global batch, the same on any mesh.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh
 
 from llama_adv.adversarial import BatchInfo, Method, select_streams
 from llama_adv.models import Model
+from llama_adv.models.lora import Lora
 from llama_adv.tasks import Task
-from llama_adv.train.mesh import DATA_AXIS
+from llama_adv.train.mesh import replicated
 from llama_adv.train.state import TrainState
 
-TrainStep = Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]
+TrainStep = Callable[..., tuple[TrainState, dict]]
 
 
-def make_objective(model: Model, task: Task, batch: dict, masks: dict):
+def make_objective(model: Model, task: Task, batch: dict, masks: dict, to_model=None):
     """Closes the model and task over one batch: ``(params, delta, rng) -> (loss [B], out)``.
+
+    ``to_model(params)`` turns the trained parameters into the model's (LoRA: the frozen
+    base with the adapters merged); None: they are the model's.
 
     The embedding lookup happens inside, so the gradient reaches the embedding table;
     ``delta`` is masked again here so that no method can perturb padding. ``rng=None``
@@ -34,6 +42,7 @@ def make_objective(model: Model, task: Task, batch: dict, masks: dict):
     """
 
     def objective(params, delta, rng, detach_embeddings=False):
+        params = params if to_model is None else to_model(params)
         embedded = model.embed(params, batch)
         if detach_embeddings:  # no gradient to the embedding table from this pass (R3F)
             embedded = jax.tree.map(jax.lax.stop_gradient, embedded)
@@ -62,45 +71,52 @@ def make_train_step(
     schedule: optax.Schedule,
     mesh: Mesh,
     adv_config,
+    state_shardings=None,
+    lora: Lora | None = None,
 ) -> TrainStep:
-    """Builds the jitted, data-parallel train step.
+    """Builds the jitted train step.
 
     Args:
       method: from :func:`~llama_adv.adversarial.build_method` (which applies the delayed
         start of ``adv.begin_step``); the step only calls its ``update``.
       adv_config: the ``adv`` section (streams to perturb, ``perturb_special``).
+      state_shardings: a :class:`TrainState` of shardings (``loop.state_shardings``) the
+        new state keeps; None: XLA's choice (tests on one device).
+      lora: the run's adapters: ``state.params`` are then the trainable ones and the
+        step's ``frozen`` argument the base weights.
 
     Returns:
-      ``train_step(state, batch, rng)``: ``batch`` holds global arrays sharded over
-      ``"data"``, ``rng`` is this step's key; ``state`` is donated.
+      ``train_step(state, batch, rng, frozen=None)``: ``batch`` holds global arrays split
+      over the batch axes, ``rng`` is this step's key, ``frozen`` the LoRA base weights
+      (not donated, not updated); ``state`` is donated.
     """
     streams = select_streams(adv_config.streams, model.streams)
 
     def descend(params, opt_state, grads):
-        grads = jax.lax.psum(grads, DATA_AXIS)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, optax.tree.norm(grads)
 
-    def per_device(state: TrainState, batch: dict, rng: jax.Array):
-        rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA_AXIS))
+    def step(state: TrainState, batch: dict, rng: jax.Array, frozen=None):
+        to_model = None if lora is None else functools.partial(lora.combine, frozen)
+        model_params = state.params if to_model is None else to_model(state.params)
         all_masks = model.perturbable_mask(
             batch, perturb_special=bool(adv_config.get("perturb_special", False))
         )
         masks = {k: all_masks[k].astype(jnp.float32) for k in streams}
         tokens = model.stream_tokens(batch)
-        shapes = jax.eval_shape(model.embed, state.params, batch)
+        shapes = jax.eval_shape(model.embed, model_params, batch)
         info = BatchInfo(
             masks=masks,
             shapes={k: shapes[k].shape for k in streams},
             batch=batch,
-            denominator=jax.lax.psum(jnp.sum(task.denominator(batch)), DATA_AXIS),
+            denominator=jnp.sum(task.denominator(batch)),
             step=state.step,
-            axis_name=DATA_AXIS,
-            div_denominator=jax.lax.psum(jnp.sum(task.divergence_denominator(batch)), DATA_AXIS),
+            axis_name=None,  # global arrays: the method's sums are over the whole batch
+            div_denominator=jnp.sum(task.divergence_denominator(batch)),
             tokens={k: tokens[k] for k in streams},
-            embedding_rms=model.embedding_rms(state.params),
+            embedding_rms=model.embedding_rms(model_params),
         )
-        objective = make_objective(model, task, batch, masks)
+        objective = make_objective(model, task, batch, masks, to_model)
         params, opt_state, metrics, method_state = method.update(
             objective, state.params, state.opt_state, info, rng, state.method_state, descend
         )
@@ -111,11 +127,21 @@ def make_train_step(
         )
         return new_state, metrics
 
-    sharded = jax.shard_map(
-        per_device,
-        mesh=mesh,
-        in_specs=(PartitionSpec(), PartitionSpec(DATA_AXIS), PartitionSpec()),
-        out_specs=(PartitionSpec(), PartitionSpec()),
-        check_vma=False,  # pmap semantics: gradients are summed explicitly in `descend`
-    )
-    return jax.jit(sharded, donate_argnums=0)
+    out_shardings = None if state_shardings is None else (state_shardings, replicated(mesh))
+    return OnMesh(jax.jit(step, out_shardings=out_shardings, donate_argnums=0), mesh)
+
+
+class OnMesh:
+    """A jitted function called (and lowered) with ``mesh`` as the current mesh, so that
+    the models' activation constraints (``layers.constrain_batch``) see its axes."""
+
+    def __init__(self, jitted, mesh: Mesh):
+        self.jitted, self.mesh = jitted, mesh
+
+    def __call__(self, *args):
+        with jax.set_mesh(self.mesh):
+            return self.jitted(*args)
+
+    def lower(self, *args):
+        with jax.set_mesh(self.mesh):
+            return self.jitted.lower(*args)

@@ -67,6 +67,8 @@ class MetricWriter:
       progress_bar: a tqdm bar when stderr is a terminal.
       keep_eval_at_start: False also drops the evaluation row of ``start_step`` (a finished
         run evaluated again).
+      enabled: False writes and prints nothing but keeps the bookkeeping (processes other
+        than 0 of a multi-process run: process 0 writes the run's metrics).
     """
 
     def __init__(
@@ -76,7 +78,14 @@ class MetricWriter:
         start_step: int,
         progress_bar: bool,
         keep_eval_at_start: bool = True,
+        enabled: bool = True,
     ):
+        self.enabled = enabled
+        self.last_step = start_step
+        self.last_train_step = start_step  # the last step with a train row in the file
+        self.dropped, self.bar = 0, None
+        if not enabled:
+            return
         path = Path(workdir) / "metrics.jsonl"
         self.dropped = repair_metrics(path, start_step, keep_eval_at_start)
         self.jsonl = open(path, "a")  # noqa: SIM115
@@ -85,18 +94,18 @@ class MetricWriter:
         # of that step and later.
         purge = start_step + 1 if events.is_dir() and any(events.iterdir()) else None
         self.tensorboard = SummaryWriter(str(events), purge_step=purge)
-        self.bar = None
         if progress_bar and sys.stderr.isatty():
             self.bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True)
-        self.last_step = start_step
-        self.last_train_step = start_step  # the last step with a train row in the file
 
     def write(self, step: int, metrics: dict[str, float], kind: str = "train") -> None:
+        if kind == "train":
+            self.last_train_step = step
+        if not self.enabled:
+            self.last_step = max(self.last_step, step)
+            return
         record = {"step": step, "kind": kind, **metrics}
         self.jsonl.write(json.dumps(record) + "\n")
         self.jsonl.flush()
-        if kind == "train":
-            self.last_train_step = step
         for name, value in metrics.items():
             self.tensorboard.add_scalar(f"{kind}/{name}", value, step)
         if self.bar is not None:
@@ -113,6 +122,8 @@ class MetricWriter:
         return {k: metrics[k] for k in keys if k in metrics}
 
     def close(self) -> None:
+        if not self.enabled:
+            return
         if self.bar is not None:
             self.bar.close()
         self.jsonl.close()
