@@ -5,6 +5,7 @@ from llama_adv.config.loading import (
     apply_overrides,
     load_config,
     parse_variant,
+    same_run_config,
     set_value,
     to_json,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "get_default_config",
     "load_config",
     "parse_variant",
+    "same_run_config",
     "set_value",
     "shrink_for_tests",
     "to_json",

@@ -167,6 +167,26 @@ def _load_python(path: Path, arg: str | None) -> mlc.ConfigDict:
 
 
 LATER_SECTIONS = ("mesh",)
+# Config entries added after runs were made whose defaults do what the code did before
+# they existed: a run's config.json without them is the same run as one with defaults.
+NEUTRAL_ADDITIONS = ("mesh", "model.lora", "eval.attack.radius_unit", "robustness.radius_unit")
+
+
+def same_run_config(old: Mapping, new: Mapping) -> bool:
+    """Whether a run's stored ``config.json`` data ``old`` describes the resolved config
+    ``new`` (JSON data): equal, once the :data:`NEUTRAL_ADDITIONS` that ``old`` predates
+    and ``new`` holds at their defaults are set aside."""
+    defaults = json.loads(to_json(get_default_config()))
+    new = json.loads(json.dumps(new))
+    for dotted in NEUTRAL_ADDITIONS:
+        *parents, leaf = dotted.split(".")
+        old_node, new_node, default = old, new, defaults
+        for part in parents:
+            old_node = old_node.get(part, {}) if isinstance(old_node, Mapping) else {}
+            new_node, default = new_node.get(part, {}), default.get(part, {})
+        if leaf not in old_node and new_node.get(leaf) == default.get(leaf):
+            new_node.pop(leaf, None)
+    return old == new
 
 
 def _load_json(path: Path) -> mlc.ConfigDict:

@@ -130,7 +130,10 @@ def resolve(config: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
 
 def plan_run(run: RunSpec, workdir: Path) -> Planned:
     """Resolves ``run``'s config (a bad value makes it invalid, not the sweep) and
-    compares it with what ``workdir`` holds."""
+    compares it with what ``workdir`` holds (``config.same_run_config``: entries added
+    since it ran, at their behaviour-preserving defaults, do not count)."""
+    from llama_adv.config import same_run_config
+
     try:
         resolved = resolve(run.config, run.overrides)
     except UserError as error:
@@ -138,7 +141,7 @@ def plan_run(run: RunSpec, workdir: Path) -> Planned:
     existing = workdir / "config.json"
     if existing.is_file():
         try:
-            same = json.loads(existing.read_text()) == resolved
+            same = same_run_config(json.loads(existing.read_text()), resolved)
         except json.JSONDecodeError:
             same = False
         if not same:

@@ -186,6 +186,22 @@ def test_plan_reads_the_workdir(write_experiment, tmp_path):
     assert plan_run(badtype, tmp_path / "other").state == INVALID
 
 
+def test_a_run_made_before_neutral_additions_is_still_the_same_run(write_experiment, tmp_path):
+    from llama_adv.config import load_config, to_json
+
+    exp = load_experiment(write_experiment(EXPERIMENT))
+    none = expand(exp)[0]
+    workdir = tmp_path / "run"
+    (workdir / "checkpoints" / "4").mkdir(parents=True)
+    old = json.loads(to_json(load_config(none.config, none.overrides)))
+    del old["mesh"], old["model"]["lora"], old["eval"]["attack"]["radius_unit"]
+    (workdir / "config.json").write_text(json.dumps(old))
+    assert plan_run(none, workdir).state == RESUME  # those entries' defaults: the old code
+    old["adv"].pop("dropout")  # not neutral: a run without it ran the old dropout rule
+    (workdir / "config.json").write_text(json.dumps(old))
+    assert plan_run(none, workdir).state == INVALID
+
+
 def test_one_sweep_per_experiment_folder(write_experiment, tmp_path, fake_train):
     spec, runs_dir = write_experiment(EXPERIMENT), tmp_path / "runs"
     with (
