@@ -145,3 +145,6 @@ class OnMesh:
     def lower(self, *args):
         with jax.set_mesh(self.mesh):
             return self.jitted.lower(*args)
+
+    def __getattr__(self, name: str):  # the jitted function's own (``_cache_size``, ...)
+        return getattr(self.jitted, name)

@@ -234,7 +234,7 @@ def test_none_is_bitwise_plain_training(tiny):
     for i in range(3):
         batch = tiny.batch(8, 8 * i)
         state, _ = run(state, batch, i)
-        rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(1), i), 0)
+        rng = jax.random.fold_in(jax.random.key(1), i)  # the step's key: no per-device fold
         params, opt_state = plain(params, opt_state, batch, rng)
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
