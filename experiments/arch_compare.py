@@ -76,7 +76,8 @@ def get_experiment(arg=None):
         plots=(Plot("accuracy", "bar", "method", ("accuracy", "attack_accuracy")),),
         scaled_down=small.SCALED_DOWN,
         budget=(
-            "measured 2026-11-23: 9 min on 2 CPU cores with --parallel 2 (72-105 s per "
+            "measured 2026-12-01: 14 min on 2 CPU cores with --parallel 2 beside test "
+            "runs; 2026-11-23, alone: 9 min (72-105 s per "
             "run). The estimate beforehand was 25 min (0.16 s per clean step from a "
             "rehearsal on the synthetic task; 0.09 s here)"
         ),

@@ -58,7 +58,7 @@ def get_experiment(arg=None):
         ),
         scaled_down=small.SCALED_DOWN,
         budget=(
-            "measured 2026-12-01: 50 min on 2 CPU cores with --parallel 2 beside a test "
+            "measured 2026-12-01: 36 min on 2 CPU cores with --parallel 2 beside a test "
             "run (1.17 h of run wall time); 2026-11-23, alone: 21 min (0.74 h of run "
             "wall time, 74-130 s per run). The estimate beforehand was 1 h (0.16 s per clean "
             "step from a rehearsal on the synthetic task; 0.09 s here)"

@@ -107,7 +107,11 @@ def get_experiment(arg=None):
                 "of the same norm, virtual adversarial = VAT with one power iteration "
                 f"(xi {EPSILON / 10}) trained on train+unsup, adversarial + virtual "
                 "adversarial = adv.method=fgm_vat (both perturbations, both terms) on "
-                f"train+unsup; all at radius {EPSILON}.",
+                f"train+unsup; all at radius {EPSILON}. The perturbation leaves the "
+                "readout token (the appended EOS) and BOS alone, as Miyato et al. mask EOS "
+                "(adv.perturb_special=False); each pass draws its own dropout masks.",
+                "This re-run (2026-12-01) has seed 0 only: the second seed did not fit the "
+                "session; cells marked (1/2).",
             ),
         ),
         scaled_down=(
