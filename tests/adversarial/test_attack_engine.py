@@ -6,14 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _adv_helpers import single_device_setup
+from _adv_helpers import single_device_setup, tiny_seq2seq
 
 from llama_adv.adversarial import ascent, attacks, build_method
 from llama_adv.adversarial.base import NOISE_STREAM
-from llama_adv.config import get_default_config
-from llama_adv.data import load_dataset
-from llama_adv.models import build_model
-from llama_adv.tasks import build_task
 from llama_adv.train import evaluate
 
 EPS = {"l2": 0.5, "linf": 0.02}
@@ -128,16 +124,7 @@ def test_eval_pgd_on_two_streams_is_the_methods(tiny):
     geometry) as the training method's; the evaluation attack used to scale each stream
     alone."""
 
-    config = get_default_config()
-    config.data.name, config.data.num_train, config.data.num_eval = "synthetic_reverse", 16, 8
-    config.data.max_length = 8
-    config.model.name, config.model.d_model, config.model.num_layers = "encoder_decoder", 32, 1
-    config.model.num_heads, config.model.d_ff = 2, 32
-    dataset = load_dataset(config.data)
-    task = build_task("seq2seq")
-    model = build_model(config.model, head="lm", vocab_size=dataset.vocab_size, num_classes=0)
-    batch = {k: jnp.asarray(v) for k, v in dataset.split("train").take(np.arange(8)).items()}
-    params = model.init(jax.random.key(0), batch)
+    config, task, model, batch, params = tiny_seq2seq()
     objective, info = single_device_setup(model, task, params, batch)
     adv = config.adv.copy_and_resolve_references()
     adv.method, adv.epsilon, adv.steps, adv.dropout = "pgd", 0.3, 2, "eval"

@@ -2,34 +2,20 @@
 the two streams together (per example, concatenated) unless adv.stream_geometry=per_stream."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from _adv_helpers import single_device_setup
+from _adv_helpers import single_device_setup, tiny_seq2seq
 
 from llama_adv.adversarial import attacks, build_method, geometry, validate_adv_config
 from llama_adv.config import get_default_config
-from llama_adv.data import load_dataset
 from llama_adv.errors import UserError
-from llama_adv.models import build_model
-from llama_adv.tasks import build_task
 
 EPS = 0.3
 
 
 @pytest.fixture(scope="module")
 def seq2seq():
-    config = get_default_config()
-    config.data.name, config.data.num_train, config.data.num_eval = "synthetic_reverse", 16, 8
-    config.data.max_length = 8
-    config.model.name, config.model.d_model, config.model.num_layers = "encoder_decoder", 32, 1
-    config.model.num_heads, config.model.d_ff = 2, 32
-    dataset = load_dataset(config.data)
-    task = build_task("seq2seq")
-    model = build_model(config.model, head="lm", vocab_size=dataset.vocab_size, num_classes=0)
-    split = dataset.split("train")
-    batch = {k: jnp.asarray(v) for k, v in split.take(np.arange(8)).items()}
-    params = model.init(jax.random.key(0), batch)
+    config, task, model, batch, params = tiny_seq2seq()
     objective, info = single_device_setup(model, task, params, batch)
     assert set(info.masks) == {"encoder", "decoder"}
     return config, task, params, info, objective
