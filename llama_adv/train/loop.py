@@ -126,7 +126,13 @@ def model_params(exp: Experiment, state: TrainState, frozen: Any) -> Any:
     ``state.params`` themselves."""
     if exp.lora is None:
         return state.params
-    return jax.jit(exp.lora.combine)(frozen, state.params)
+    return _jitted_combine(exp.lora)(frozen, state.params)
+
+
+@functools.cache
+def _jitted_combine(lora):
+    """One jitted merge per LoRA setting, so each evaluation reuses its compilation."""
+    return jax.jit(lora.combine)
 
 
 def state_shardings(state: TrainState, mesh) -> TrainState:
