@@ -114,6 +114,8 @@ def adv_defaults() -> mlc.ConfigDict:
     c.inner = ""  # what the ascent maximises: ce | kl | reverse_kl | symmetric_kl (vs clean)
     c.divergence = ""  # divergence of the weight_div term: kl | reverse_kl | symmetric_kl
     c.streams = "all"  # streams to perturb: all | inputs | encoder | decoder (comma-separated)
+    # tokens to perturb: all | prompt | response (the prompt_mask of task.name=chat batches)
+    c.perturb_tokens = "all"
     # joint: the radius bounds an example's perturbed streams together (concatenated) |
     # per_stream: each stream alone (before: an encoder-decoder reached sqrt(2) eps)
     c.stream_geometry = "joint"
