@@ -21,6 +21,7 @@ from jax.sharding import Mesh
 
 from llama_adv.adversarial import BatchInfo, Method, select_streams
 from llama_adv.models import Model
+from llama_adv.models.latent import with_latent_streams
 from llama_adv.models.lora import Lora
 from llama_adv.tasks import Task
 from llama_adv.train.mesh import replicated
@@ -90,7 +91,8 @@ def make_train_step(
       over the batch axes, ``rng`` is this step's key, ``frozen`` the LoRA base weights
       (not donated, not updated); ``state`` is donated.
     """
-    streams = select_streams(adv_config.streams, model.streams)
+    streams = select_streams(adv_config.streams, model.streams, model.latent_streams)
+    model = with_latent_streams(model, streams)  # layer:N streams look like embeddings
 
     def descend(params, opt_state, grads):
         updates, opt_state = optimizer.update(grads, opt_state, params)
