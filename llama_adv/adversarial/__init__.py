@@ -34,6 +34,7 @@ from llama_adv.adversarial.methods.smart import SMART
 from llama_adv.adversarial.methods.trades import TRADES
 from llama_adv.adversarial.methods.vat import VAT
 from llama_adv.errors import UserError
+from llama_adv.models.base import is_latent
 from llama_adv.registry import Registry
 from llama_adv.tasks import DIVERGENCES, Task
 
@@ -73,8 +74,13 @@ CHOICES = {
 }
 
 
-def validate_adv_config(config: mlc.ConfigDict, streams: tuple[str, ...]) -> None:
+def validate_adv_config(
+    config: mlc.ConfigDict, streams: tuple[str, ...], latent: tuple[str, ...] = ()
+) -> None:
     """Raises UserError naming the field of an inconsistent ``adv`` section.
+
+    ``streams`` are the model's embedding streams, ``latent`` its latent streams
+    (``model.latent_streams``: ``layer:0`` ... ``layer:{depth - 1}``).
 
     The checks every method shares are here; the method's own (what its class attributes
     state and its ``adv.<name>`` sub-section) are its :meth:`Method.validate`.
@@ -97,21 +103,41 @@ def validate_adv_config(config: mlc.ConfigDict, streams: tuple[str, ...]) -> Non
     if any(int(t) < 0 for t in config.skip_token_ids):
         raise fail("skip_token_ids", f"must be token ids >= 0, got {config.skip_token_ids}.")
     factory.validate(config)
-    select_streams(config.streams, streams)
+    select_streams(config.streams, streams, latent)
 
 
-def select_streams(spec: str, streams: tuple[str, ...]) -> tuple[str, ...]:
-    """Parses ``adv.streams`` (``all`` or comma-separated names) against a model's streams."""
+def select_streams(
+    spec: str, streams: tuple[str, ...], latent: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """Parses ``adv.streams`` (``all`` or comma-separated names) against a model's streams.
+
+    ``all`` is every embedding stream; latent streams (``layer:N``, after block ``N``) are
+    only perturbed when named. A ``layer:`` entry outside ``latent`` raises a UserError
+    naming it and the valid range.
+    """
     if spec == "all":
         return streams
     chosen = tuple(s.strip() for s in spec.split(",") if s.strip())
-    unknown = [s for s in chosen if s not in streams]
+    for name in chosen:
+        if is_latent(name) and name not in latent:
+            raise UserError(f"adv.streams={spec!r}: {name!r} {_latent_range(latent)}")
+    unknown = [s for s in chosen if s not in streams + latent]
     if unknown or not chosen:
         raise UserError(
             f"adv.streams={spec!r} names streams this model does not have; "
-            f"valid: all, {', '.join(streams)}."
+            f"valid: all, {', '.join(streams)}, layer:N (the residual stream after block N)."
         )
-    return chosen
+    return tuple(dict.fromkeys(chosen))  # a stream named twice is perturbed once
+
+
+def _latent_range(latent: tuple[str, ...]) -> str:
+    if not latent:
+        return "is not a residual stream: this model has no latent streams."
+    return (
+        f"is not a residual stream of this model; valid: layer:0 to layer:{len(latent) - 1} "
+        f"(the output of block N, 0-based, of its {len(latent)} blocks; the encoder's on an "
+        "encoder-decoder)."
+    )
 
 
 def build_method(config: mlc.ConfigDict, task: Task, num_steps: int = 0) -> Method | DelayedStart:

@@ -113,7 +113,12 @@ def adv_defaults() -> mlc.ConfigDict:
     c.init_magnitude = -1.0  # init scale (sigma for normal); smart/alum/random 1e-5
     c.inner = ""  # what the ascent maximises: ce | kl | reverse_kl | symmetric_kl (vs clean)
     c.divergence = ""  # divergence of the weight_div term: kl | reverse_kl | symmetric_kl
-    c.streams = "all"  # streams to perturb: all | inputs | encoder | decoder (comma-separated)
+    # streams to perturb (comma-separated): all (every embedding stream) | inputs | encoder |
+    # decoder | layer:N, the residual stream after block N (0-based; HF hidden_states[N+1];
+    # the encoder's on an encoder-decoder), so LAT's layers ["embedding", 8, 16] are
+    # "inputs,layer:8,layer:16". Radii stay absolute (LAT: eps 6.0 per token at Llama-3-8B,
+    # adv.scope=token); embedding_rms is the embeddings' unit, not the latents' (larger)
+    c.streams = "all"
     # tokens to perturb: all | prompt | response (the prompt_mask of task.name=chat batches)
     c.perturb_tokens = "all"
     # joint: the radius bounds an example's perturbed streams together (concatenated) |

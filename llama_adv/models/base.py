@@ -3,6 +3,15 @@
 A model exposes its forward pass in two halves so that adversaries can perturb token
 embeddings: ``embed`` gives one array per perturbable stream, ``apply_embedded`` runs the
 rest of the network on (possibly perturbed) embeddings.
+
+Latent streams: ``"layer:N"`` names the residual stream after block ``N`` (0-based) of
+the model's main stack (the decoder; the encoder of an encoder-decoder), i.e. Hugging
+Face's ``hidden_states[N + 1]``, the output of ``model.layers[N]`` that the
+latent-adversarial-training code perturbs by hooking ``model.layers.{N}.mlp``. Its
+positions are those of the embedding stream :attr:`Model.latent_source`.
+``apply_embedded`` adds an ``embedded["layer:N"]`` ``[B, L, d_model]`` to that residual
+stream; :class:`llama_adv.models.latent.LatentStreams` presents chosen latent streams as
+ordinary streams (zero in ``embed``), so adversaries perturb them like embeddings.
 """
 
 from __future__ import annotations
@@ -20,6 +29,23 @@ Params = Any
 Batch = dict[str, jax.Array]
 Embedded = dict[str, jax.Array]
 
+LATENT_PREFIX = "layer:"
+
+
+def latent_name(depth: int) -> str:
+    """The stream name of the residual stream after block ``depth``: ``"layer:{depth}"``."""
+    return f"{LATENT_PREFIX}{depth}"
+
+
+def is_latent(stream: str) -> bool:
+    """Whether ``stream`` names a residual stream (``layer:...``), valid or not."""
+    return stream.startswith(LATENT_PREFIX)
+
+
+def latent_depths(embedded: Embedded) -> dict[int, jax.Array]:
+    """``{N: [B, L, d_model]}``: the ``layer:N`` entries of ``embedded`` by depth."""
+    return {int(k[len(LATENT_PREFIX) :]): v for k, v in embedded.items() if is_latent(k)}
+
 
 class Model(abc.ABC):
     """One interface for decoder-only and encoder-decoder models.
@@ -31,6 +57,15 @@ class Model(abc.ABC):
 
     #: names of the perturbable embedding streams, e.g. ("inputs",)
     streams: tuple[str, ...]
+    #: the embedding stream whose token positions the latent streams ``layer:N`` share
+    latent_source: str = ""
+    #: blocks of the stack the latent streams live in (0: the model has none)
+    latent_depth: int = 0
+
+    @property
+    def latent_streams(self) -> tuple[str, ...]:
+        """The valid latent stream names, ``("layer:0", ..., "layer:{depth - 1}")``."""
+        return tuple(latent_name(i) for i in range(self.latent_depth))
 
     @abc.abstractmethod
     def init(self, rng: jax.Array, batch: Batch) -> Params:
@@ -51,6 +86,10 @@ class Model(abc.ABC):
         rngs: dict[str, jax.Array] | None = None,
     ) -> dict[str, jax.Array]:
         """Runs the network on ``embedded``; returns at least ``{"logits": ...}``.
+
+        ``embedded`` holds the embedding streams and optionally latent perturbations
+        ``"layer:N"`` ``[B, L, d_model]`` (``L`` that of :attr:`latent_source`), added to
+        the residual stream after block ``N`` (see the module docstring).
 
         Logits are ``[B, num_classes]`` for classification and ``[B, T, vocab]`` for
         language modelling and sequence-to-sequence.

@@ -23,6 +23,7 @@ from llama_adv.models.base import (
     Model,
     Params,
     compute_dtype,
+    latent_depths,
     token_mask,
 )
 from llama_adv.models.layers import (
@@ -155,11 +156,12 @@ class DecoderModule(nn.Module):
         return positions, bias, start
 
     @nn.compact
-    def __call__(self, embedded, mask, deterministic=True, decode=False):
+    def __call__(self, embedded, mask, deterministic=True, decode=False, latents=None):
         """``embedded`` ``[B, T, d_model]``, ``mask`` ``[B, T]`` -> logits (see the head).
 
         With ``decode``, the ``T`` tokens are appended to the key/value cache (collection
-        ``"cache"``) and attend to everything written before them.
+        ``"cache"``) and attend to everything written before them. ``latents``
+        ``{N: [B, T, d_model]}`` are added to the residual stream after block ``N``.
         """
         cfg = self.cfg
         dtype = compute_dtype(cfg.dtype)
@@ -172,7 +174,7 @@ class DecoderModule(nn.Module):
             bias, index = attention_bias(mask, mask, causal=True), jnp.zeros((), jnp.int32)
         x = run_stack(
             Block, cfg.num_layers, embedded.astype(dtype), (positions, bias, index),
-            scan=cfg.scan_layers, remat=cfg.remat,
+            scan=cfg.scan_layers, remat=cfg.remat, latents=latents,
             cfg=cfg, deterministic=deterministic, decode=decode,
         )  # fmt: skip
         x = RMSNorm(cfg.norm_eps, dtype, name="final_norm")(x)
@@ -193,13 +195,18 @@ class DecoderOnlyModel(Model):
     wherever it occurs: LM streams, the start of a prefix LM's decoder part) and, for
     classification, the readout token the classifier reads, the last real token (the
     EOS the data pipeline appends).
+
+    Latent streams ``layer:0`` ... ``layer:{num_layers - 1}``: the residual stream after
+    each block, at the positions of ``"inputs"`` (a prefix LM's whole sequence).
     """
 
     streams = ("inputs",)
+    latent_source = "inputs"
 
     def __init__(self, cfg: DecoderConfig):
         self.cfg = cfg
         self.module = DecoderModule(cfg)
+        self.latent_depth = cfg.num_layers
 
     @staticmethod
     def _tokens(batch: Batch) -> jax.Array:
@@ -228,6 +235,8 @@ class DecoderOnlyModel(Model):
             embedded["inputs"],
             token_mask(tokens),
             deterministic,
+            False,
+            latent_depths(embedded),
             rngs=rngs,
         )
         if "decoder_inputs" in batch and self.cfg.head == "lm":

@@ -7,7 +7,8 @@ causal self-attention and cross-attention. The LM head is the shared embedding a
 the decoder output scaled by ``d_model**-0.5`` (tied, as original T5) or a separate
 unscaled projection (untied, as T5 v1.1).
 
-Streams: ``"encoder"`` ``[B, S, d_model]`` and ``"decoder"`` ``[B, T, d_model]``.
+Streams: ``"encoder"`` ``[B, S, d_model]`` and ``"decoder"`` ``[B, T, d_model]``; the
+latent streams ``layer:N`` are the encoder's residual stream after its block ``N``.
 
 * Sequence-to-sequence / LM head: batches carry ``encoder_inputs``, ``decoder_inputs``
   (targets shifted right) and the logits are ``[B, T, vocab]``.
@@ -46,6 +47,7 @@ from llama_adv.models.base import (
     Model,
     Params,
     compute_dtype,
+    latent_depths,
     token_mask,
 )
 from llama_adv.models.layers import (
@@ -209,8 +211,9 @@ class EncoderStack(nn.Module):
     cfg: EncoderDecoderConfig
 
     @nn.compact
-    def __call__(self, embedded, mask, deterministic=True):
-        """``[B, S, d_model]`` embeddings, ``[B, S]`` mask -> ``[B, S, d_model]``."""
+    def __call__(self, embedded, mask, deterministic=True, latents=None):
+        """``[B, S, d_model]`` embeddings, ``[B, S]`` mask -> ``[B, S, d_model]``;
+        ``latents`` ``{N: [B, S, d_model]}`` are added after encoder block ``N``."""
         cfg = self.cfg
         positions = jnp.arange(mask.shape[1])
         bias = RelativeBias(cfg, bidirectional=True, name="relative_bias")(positions, positions)
@@ -218,7 +221,8 @@ class EncoderStack(nn.Module):
         x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=deterministic)
         x = run_stack(
             EncoderBlock, cfg.num_layers, x.astype(compute_dtype(cfg.dtype)), (bias,),
-            scan=cfg.scan_layers, remat=cfg.remat, cfg=cfg, deterministic=deterministic,
+            scan=cfg.scan_layers, remat=cfg.remat, latents=latents,
+            cfg=cfg, deterministic=deterministic,
         )  # fmt: skip
         x = RMSNorm(cfg.norm_eps, compute_dtype(cfg.dtype), name="final_norm")(x)
         return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
@@ -280,8 +284,8 @@ class EncoderDecoderModule(nn.Module):
     def embed(self, tokens: jax.Array) -> jax.Array:
         return self.shared(tokens)
 
-    def encode(self, embedded, mask, deterministic=True):
-        return self.encoder(embedded, mask, deterministic)
+    def encode(self, embedded, mask, deterministic=True, latents=None):
+        return self.encoder(embedded, mask, deterministic, latents)
 
     def decode(self, embedded, mask, encoded, encoder_mask, deterministic=True, decode=False):
         """Decoder stack and LM head: ``[B, T, d_model]`` -> logits ``[B, T, vocab]``."""
@@ -315,11 +319,18 @@ def decoder_mask(tokens: jax.Array) -> jax.Array:
 
 
 class EncoderDecoderModel(Model):
-    """T5-style model; streams ``("encoder", "decoder")`` (or ``("encoder",)``, see above)."""
+    """T5-style model; streams ``("encoder", "decoder")`` (or ``("encoder",)``, see above).
+
+    Latent streams ``layer:0`` ... ``layer:{num_layers - 1}`` are the encoder's: the
+    residual stream after each encoder block, at the positions of ``"encoder"``.
+    """
+
+    latent_source = "encoder"
 
     def __init__(self, cfg: EncoderDecoderConfig):
         self.cfg = cfg
         self.module = EncoderDecoderModule(cfg)
+        self.latent_depth = cfg.num_layers
         self.streams = ("encoder", "decoder") if cfg.has_decoder else ("encoder",)
 
     def _tokens(self, batch: Batch) -> tuple[jax.Array, jax.Array | None]:
@@ -357,7 +368,7 @@ class EncoderDecoderModel(Model):
         encoder_mask = token_mask(encoder_tokens)
         encoded = self.module.apply(
             variables, embedded["encoder"], encoder_mask, deterministic,
-            rngs=rngs, method="encode",
+            latent_depths(embedded), rngs=rngs, method="encode",
         )  # fmt: skip
         if decoder_tokens is None:
             logits = self.module.apply(variables, encoded, encoder_mask, method="classify")

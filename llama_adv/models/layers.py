@@ -132,6 +132,42 @@ def update_kv_cache(
     return cached_key.value, cached_value.value
 
 
+def add_latent(x: jax.Array, delta: jax.Array) -> jax.Array:
+    """The residual stream ``x`` ``[B, L, d_model]`` plus a latent perturbation ``delta``
+    (same shape, cast to ``x``'s dtype and kept split by example like ``x``)."""
+    return x + constrain_batch(delta).astype(x.dtype)
+
+
+class _PerturbedBlock(nn.Module):
+    """One scanned block followed by the latent perturbation of its depth, if any.
+
+    The block shares this module's scope, so the parameters (and caches) keep the names
+    and stacked layout of the unperturbed scan.
+
+    Attributes:
+      block: the block class (possibly ``nn.remat``-wrapped).
+      fields: the block's fields as ``(name, value)`` pairs.
+      depths: the sorted depths ``[K]`` that carry a perturbation.
+    """
+
+    block: type[nn.Module]
+    fields: tuple[tuple[str, object], ...]
+    depths: tuple[int, ...]
+
+    def setup(self):
+        self.inner = self.block(**dict(self.fields), scanned=True)
+        nn.share_scope(self, self.inner)
+
+    def __call__(self, x, layer, deltas, *args):
+        """``layer``: this block's index (scalar int); ``deltas``: ``[K, B, L, d_model]``."""
+        x, _ = self.inner(x, *args)
+        for k, depth in enumerate(self.depths):
+            # where, not a multiply: the other layers add an exact 0 (as unrolled, where
+            # they add nothing), whatever the perturbation holds
+            x = add_latent(x, jnp.where(layer == depth, deltas[k], 0))
+        return x, None
+
+
 def run_stack(
     block: type[nn.Module],
     num_layers: int,
@@ -140,6 +176,7 @@ def run_stack(
     *,
     scan: bool,
     remat: bool,
+    latents: dict[int, jax.Array] | None = None,
     **block_fields,
 ) -> jax.Array:
     """Applies ``num_layers`` copies of ``block`` to ``x`` (call inside a compact method).
@@ -149,20 +186,41 @@ def run_stack(
     compile time does not grow with depth. ``remat`` recomputes each block's activations
     in the backward pass. ``args`` (arrays) are the same for every layer; static options
     are module fields so that neither transform needs static arguments.
+
+    ``latents`` ``{N: [B, L, d_model]}`` are added to the residual stream after block
+    ``N`` (0-based; the ``layer:N`` streams of ``adv.streams``). Scanned, the perturbations
+    are broadcast to every layer as one ``[K, B, L, d_model]`` stack and each layer adds
+    the one of its depth, so the scan (and the parameter layout) stays one piece and no
+    per-layer ``[num_layers, B, L, d_model]`` input is materialised.
     """
+    latents = latents or {}
+    if any(not 0 <= depth < num_layers for depth in latents):
+        raise ValueError(f"latent depths {sorted(latents)} outside 0..{num_layers - 1}")
     cls = nn.remat(block, prevent_cse=not scan) if remat else block
     if not scan:
         for i in range(num_layers):
             x = cls(**block_fields, name=f"block_{i}")(x, *args)
+            if i in latents:
+                x = add_latent(x, latents[i])
         return x
+    split_rngs = {"params": True, "dropout": True}
+    variable_axes = {"params": 0, "cache": 0}
+    if not latents:
+        scanned = nn.scan(
+            cls, variable_axes=variable_axes, split_rngs=split_rngs,
+            in_axes=(nn.broadcast,) * len(args), length=num_layers,
+        )  # fmt: skip
+        x, _ = scanned(**block_fields, scanned=True, name="blocks")(x, *args)
+        return x
+    depths = tuple(sorted(latents))
     scanned = nn.scan(
-        cls,
-        variable_axes={"params": 0, "cache": 0},
-        split_rngs={"params": True, "dropout": True},
-        in_axes=(nn.broadcast,) * len(args),
-        length=num_layers,
-    )
-    x, _ = scanned(**block_fields, scanned=True, name="blocks")(x, *args)
+        _PerturbedBlock, variable_axes=variable_axes, split_rngs=split_rngs,
+        in_axes=(0, nn.broadcast) + (nn.broadcast,) * len(args), length=num_layers,
+    )  # fmt: skip
+    fields = tuple(sorted(block_fields.items()))
+    deltas = jnp.stack([latents[d] for d in depths])
+    module = scanned(cls, fields, depths, name="blocks")
+    x, _ = module(x, jnp.arange(num_layers), deltas, *args)
     return x
 
 

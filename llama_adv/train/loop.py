@@ -36,7 +36,7 @@ from llama_adv.train.optimizer import make_optimizer, make_schedule
 from llama_adv.train.partitioning import mirrored_shardings, param_shardings
 from llama_adv.train.setup import Experiment, build_experiment, example_batch
 from llama_adv.train.state import TrainState
-from llama_adv.train.step import make_train_step
+from llama_adv.train.step import make_train_step, perturbed_streams
 from llama_adv.train.warm_start import resolve_source, warm_start
 from llama_adv.train.workdir import (
     check_same_run,
@@ -107,13 +107,14 @@ def state_builder(exp: Experiment, optimizer, *, num_examples: int, batch, seed:
 
     def build(params, frozen) -> TrainState:
         model_params = params if exp.lora is None else exp.lora.combine(frozen, params)
-        shapes = jax.eval_shape(exp.model.embed, model_params, batch)
+        streams, model = perturbed_streams(exp.model, exp.method.config)
+        shapes = jax.eval_shape(model.embed, model_params, batch)
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
             opt_state=optimizer.init(params),
-            method_state=exp.method.init_state(
-                params, num_examples, batch_shapes={k: v.shape for k, v in shapes.items()}
+            method_state=exp.method.init_state(  # the perturbed streams (latents too)
+                params, num_examples, batch_shapes={k: shapes[k].shape for k in streams}
             ),
             rng=jax.random.key_data(jax.random.key(seed)),
         )

@@ -42,7 +42,7 @@ def build_experiment(config: mlc.ConfigDict) -> Experiment:
     model = build_model(
         config.model, head=task.head, vocab_size=dataset.vocab_size, num_classes=num_classes
     )
-    validate_adv_config(config.adv, model.streams)
+    validate_adv_config(config.adv, model.streams, model.latent_streams)
     devices = config.train.num_devices or jax.device_count()
     if devices > jax.device_count():
         raise UserError(

@@ -21,6 +21,7 @@ from jax.sharding import Mesh
 
 from llama_adv.adversarial import BatchInfo, Method, select_streams
 from llama_adv.models import Model
+from llama_adv.models.latent import with_latent_streams
 from llama_adv.models.lora import Lora
 from llama_adv.tasks import Task
 from llama_adv.train.mesh import replicated
@@ -63,6 +64,13 @@ def make_objective(model: Model, task: Task, batch: dict, masks: dict, to_model=
     return objective
 
 
+def perturbed_streams(model: Model, adv_config) -> tuple[tuple[str, ...], Model]:
+    """The streams ``adv.streams`` perturbs, and ``model`` presenting its latent ones
+    (``layer:N``) as streams (:class:`~llama_adv.models.latent.LatentStreams`)."""
+    streams = select_streams(adv_config.streams, model.streams, model.latent_streams)
+    return streams, with_latent_streams(model, streams)
+
+
 def make_train_step(
     model: Model,
     task: Task,
@@ -90,7 +98,7 @@ def make_train_step(
       over the batch axes, ``rng`` is this step's key, ``frozen`` the LoRA base weights
       (not donated, not updated); ``state`` is donated.
     """
-    streams = select_streams(adv_config.streams, model.streams)
+    streams, model = perturbed_streams(model, adv_config)
 
     def descend(params, opt_state, grads):
         updates, opt_state = optimizer.update(grads, opt_state, params)
