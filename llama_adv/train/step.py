@@ -20,6 +20,7 @@ import optax
 from jax.sharding import Mesh
 
 from llama_adv.adversarial import BatchInfo, Method, select_streams
+from llama_adv.adversarial.methods.chat_terms import batch_view
 from llama_adv.models import Model
 from llama_adv.models.lora import Lora
 from llama_adv.tasks import Task
@@ -39,11 +40,14 @@ def make_objective(model: Model, task: Task, batch: dict, masks: dict, to_model=
     ``delta`` is masked again here so that no method can perturb padding. ``rng=None``
     runs the model deterministically (no dropout); ``detach_embeddings=True`` keeps the
     gradient of this pass out of the embedding table (fairseq's R3F noisy branch).
+    ``view="away"`` runs the batch's ``away_*`` fields (a chat batch's harmful completions,
+    the same prompt at the same positions) in place of the main ones.
     """
 
-    def objective(params, delta, rng, detach_embeddings=False):
+    def objective(params, delta, rng, detach_embeddings=False, view=None):
         params = params if to_model is None else to_model(params)
-        embedded = model.embed(params, batch)
+        batch_in = batch_view(batch, view)
+        embedded = model.embed(params, batch_in)
         if detach_embeddings:  # no gradient to the embedding table from this pass (R3F)
             embedded = jax.tree.map(jax.lax.stop_gradient, embedded)
         embedded = {
@@ -54,11 +58,11 @@ def make_objective(model: Model, task: Task, batch: dict, masks: dict, to_model=
         outputs = model.apply_embedded(
             params,
             embedded,
-            batch,
+            batch_in,
             deterministic=rng is None,
             rngs=None if rng is None else {"dropout": rng},
         )
-        return task.loss(outputs, batch), outputs
+        return task.loss(outputs, batch_in), outputs
 
     return objective
 
@@ -115,6 +119,7 @@ def make_train_step(
             div_denominator=jnp.sum(task.divergence_denominator(batch)),
             tokens={k: tokens[k] for k in streams},
             embedding_rms=model.embedding_rms(model_params),
+            embedding_norm=model.embedding_norm(model_params),
         )
         objective = make_objective(model, task, batch, masks, to_model)
         params, opt_state, metrics, method_state = method.update(
