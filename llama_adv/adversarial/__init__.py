@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ml_collections as mlc
 
-from llama_adv.adversarial import geometry
+from llama_adv.adversarial import geometry, token_scope
 from llama_adv.adversarial.base import (
     DROPOUT_MODES,
     BatchInfo,
@@ -73,6 +73,7 @@ CHOICES = {
     "linf_step": ("",) + geometry.LINF_STEPS,
     "stream_geometry": geometry.STREAM_GEOMETRIES,
     "radius_unit": RADIUS_UNITS,
+    "perturb_tokens": token_scope.PERTURB_TOKENS,
 }
 
 

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 
-from llama_adv.adversarial import ascent, geometry
+from llama_adv.adversarial import ascent, geometry, token_scope
 from llama_adv.errors import UserError
 from llama_adv.tasks import Task
 
@@ -382,13 +382,17 @@ class Method:
         return (0, 0, 0)
 
     def masks(self, info: BatchInfo) -> dict[str, jax.Array]:
-        """``info.masks`` (the model's :meth:`perturbable_mask`) with the tokens of
-        ``adv.skip_token_ids`` off as well."""
+        """``info.masks`` (the model's :meth:`perturbable_mask`) restricted to the tokens
+        of ``adv.perturb_tokens`` (prompt / response of a chat batch) and with the tokens
+        of ``adv.skip_token_ids`` off as well. ``info.masks`` itself stays every real
+        token (NEFTune's ``L_i``)."""
+        which = self.config.get("perturb_tokens", "all")
+        masks = token_scope.restrict(info.masks, info.batch, which)
         token_ids = tuple(self.config.get("skip_token_ids", ()))
         if not token_ids:
-            return info.masks
+            return masks
         out = {}
-        for stream, mask in info.masks.items():
+        for stream, mask in masks.items():
             if info.tokens is not None:
                 tokens = info.tokens.get(stream)
             else:  # a caller that does not pass model.stream_tokens(batch) yet

@@ -48,7 +48,7 @@ def model_defaults() -> mlc.ConfigDict:
 
 def task_defaults() -> mlc.ConfigDict:
     c = mlc.ConfigDict()
-    c.name = "classification"  # classification | lm | seq2seq
+    c.name = "classification"  # classification | lm | seq2seq | chat
     c.num_classes = 0  # 0: taken from the dataset
     return c
 
@@ -56,12 +56,15 @@ def task_defaults() -> mlc.ConfigDict:
 def data_defaults() -> mlc.ConfigDict:
     c = mlc.ConfigDict()
     # Dataset: synthetic_* | sst2 | imdb | ag_news | multi30k | parallel_text | text_corpus |
-    # wikitext2 | tiny_shakespeare | any other tfds.load name (glue/sst2, imdb_reviews, ...).
+    # wikitext2 | tiny_shakespeare | alpaca_seed | advbench | chat_file (task.name=chat) |
+    # any other tfds.load name (glue/sst2, imdb_reviews, ...).
     c.name = "synthetic_sentiment"
     c.data_dir = ""  # root of user-placed files (<root>/sst2, ...); "" reads $LLAMA_ADV_DATA_DIR
     c.manual_dir = ""  # this dataset's own folder; "" = <data_dir>/<dataset's folder>
     c.cache_dir = ""  # prepared TFDS data, tokenizers; "" = $LLAMA_ADV_CACHE_DIR or ~/.cache
-    c.split_files = ""  # text_corpus / parallel_text: "train=train,validation=val" (file stems)
+    # text_corpus / parallel_text: "train=train,validation=val" (file stems); chat_file:
+    # "train=train.jsonl,validation=val.csv" (file names)
+    c.split_files = ""
     c.text_field = ""  # feature holding the input (source) text; "" = the dataset's default
     c.label_field = ""  # classification label feature; "" = "label"
     c.target_field = ""  # seq2seq target text feature (makes the dataset seq2seq)
@@ -78,6 +81,11 @@ def data_defaults() -> mlc.ConfigDict:
     c.num_train = 20000  # synthetic tasks: examples in the train split
     c.num_eval = 1000  # synthetic tasks: examples in validation and test
     c.seed = 0  # seed of the synthetic generator (independent of train.seed)
+    # chat data (task.name=chat): harmful examples without an away target answer with this
+    # refusal and keep their response (AdvBench's target) as the away target; "" = off
+    # (synthetic_chat: "" uses its built-in refusal)
+    c.chat_refusal = ""
+    c.harmful_fraction = 0.125  # synthetic_chat: share of harmful prompts (CAT's 12.5%)
     return c
 
 
@@ -107,6 +115,8 @@ def adv_defaults() -> mlc.ConfigDict:
     c.inner = ""  # what the ascent maximises: ce | kl | reverse_kl | symmetric_kl (vs clean)
     c.divergence = ""  # divergence of the weight_div term: kl | reverse_kl | symmetric_kl
     c.streams = "all"  # streams to perturb: all | inputs | encoder | decoder (comma-separated)
+    # tokens to perturb: all | prompt | response (the prompt_mask of task.name=chat batches)
+    c.perturb_tokens = "all"
     # joint: the radius bounds an example's perturbed streams together (concatenated) |
     # per_stream: each stream alone (before: an encoder-decoder reached sqrt(2) eps)
     c.stream_geometry = "joint"

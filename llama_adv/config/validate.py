@@ -14,10 +14,17 @@ from typing import Any
 
 import ml_collections as mlc
 
+from llama_adv.adversarial.token_scope import needs_prompts
+from llama_adv.data.synthetic_chat import MIN_LENGTH as CHAT_MIN_LENGTH
 from llama_adv.errors import UserError
 
-SYNTHETIC_MIN_LENGTH = {"synthetic_sentiment": 2, "synthetic_lm": 2, "synthetic_reverse": 4}
-TASKS = ("classification", "lm", "seq2seq")
+SYNTHETIC_MIN_LENGTH = {
+    "synthetic_sentiment": 2,
+    "synthetic_lm": 2,
+    "synthetic_reverse": 4,
+    "synthetic_chat": CHAT_MIN_LENGTH,  # its longest example, untruncated
+}
+TASKS = ("classification", "lm", "seq2seq", "chat")
 EVAL_ATTACKS = ("pgd", "fgm", "none")
 NORMS = ("l2", "linf")
 SCOPES = ("example", "token")
@@ -102,6 +109,7 @@ def _data(c: mlc.ConfigDict, task: str) -> None:
     if tokenizer not in ("byte", "sentencepiece") and not tokenizer.startswith("hf:"):
         raise _fail("data.tokenizer", tokenizer, "must be byte, sentencepiece or hf:PATH")
     _one_of(c, "data", "spm_model_type", ("unigram", "bpe"))
+    _between(c, "data", 0.0, 1.0, "harmful_fraction")
     if c.name in SYNTHETIC_MIN_LENGTH:
         # The synthetic tasks have their own word/letter vocabularies and fixed lengths.
         for name, default in (("tokenizer", "byte"), ("length_buckets", ())):
@@ -120,7 +128,7 @@ def _data(c: mlc.ConfigDict, task: str) -> None:
                 c.max_length,
                 f"must be >= {minimum} for {c.name} (a sentence and EOS)",
             )
-    elif task == "lm" and c.max_length < 2:
+    elif task in ("lm", "chat") and c.max_length < 2:
         raise _fail("data.max_length", c.max_length, "must be >= 2 for language modelling")
 
 
@@ -168,7 +176,7 @@ def _eval(c: mlc.ConfigDict) -> None:
 def reported_metrics(config: mlc.ConfigDict) -> tuple[str, ...]:
     """Names of the evaluation metrics a run of ``config`` writes (``summary.json`` ``eval``)."""
     names = ["loss", "accuracy"]
-    if config.task.name in ("lm", "seq2seq"):
+    if config.task.name in ("lm", "seq2seq", "chat"):
         names.append("perplexity")
     if config.eval.attack.method != "none":
         names += [f"attack_{n}" for n in names]
@@ -190,6 +198,14 @@ def _checkpoint(config: mlc.ConfigDict) -> None:
         )
 
 
+def _perturb_tokens(config: mlc.ConfigDict) -> None:
+    """``adv.perturb_tokens=prompt|response`` needs batches with a prompt (the chat task)."""
+    _one_of(config.adv, "adv", "perturb_tokens", ("all", "prompt", "response"))
+    error = needs_prompts(config.adv.perturb_tokens, config.task.name)
+    if error is not None:
+        raise error
+
+
 def _robustness(config: mlc.ConfigDict) -> None:
     try:  # the robustness package validates its own section
         from llama_adv.robustness import validate_robustness_config
@@ -208,6 +224,7 @@ CHECKS: tuple[Callable[[mlc.ConfigDict], None], ...] = (
     lambda config: _mesh(config.mesh),
     lambda config: _eval(config.eval),
     _checkpoint,
+    _perturb_tokens,
     _robustness,
 )
 

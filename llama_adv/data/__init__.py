@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_collections as mlc
 
-from llama_adv.data import synthetic
+from llama_adv.data import synthetic, synthetic_chat
 from llama_adv.data.base import Dataset, Split
 from llama_adv.registry import Registry
 
@@ -33,6 +33,18 @@ def _reverse(config: mlc.ConfigDict) -> Dataset:
     return synthetic.reverse(config.num_train, config.num_eval, config.max_length, config.seed)
 
 
+@DATASETS.register("synthetic_chat")
+def _chat(config: mlc.ConfigDict) -> Dataset:
+    return synthetic_chat.chat(
+        config.num_train,
+        config.num_eval,
+        config.max_length,
+        config.seed,
+        config.harmful_fraction,
+        config.chat_refusal,
+    )
+
+
 def _tfds_dataset(config: mlc.ConfigDict) -> Dataset:
     from llama_adv.data.tfds_source import load_tfds_dataset  # imports TensorFlow lazily
 
@@ -48,6 +60,9 @@ for _name in (
     "text_corpus",
     "wikitext2",
     "tiny_shakespeare",
+    "alpaca_seed",
+    "advbench",
+    "chat_file",
 ):
     DATASETS.register(_name)(_tfds_dataset)
 

@@ -28,6 +28,8 @@ Batch = dict[str, np.ndarray]
 # of one length; seq2seq cuts the encoder and decoder sides separately.
 SOURCE_GROUP = ("inputs", "encoder_inputs")
 TARGET_GROUP = ("decoder_inputs", "targets", "target_weight")
+# Chat batches (data/chat.py): per-token fields aligned with ``inputs``, cut with it.
+CHAT_GROUP = ("prompt_mask", "away_inputs", "away_targets", "away_weight")
 
 
 def local_batch_size(global_batch: int, what: str) -> int:
@@ -44,7 +46,7 @@ def local_batch_size(global_batch: int, what: str) -> int:
 
 def _groups(arrays) -> list[list[str]]:
     seq2seq = "encoder_inputs" in arrays
-    groups = [SOURCE_GROUP, TARGET_GROUP] if seq2seq else [SOURCE_GROUP + TARGET_GROUP]
+    groups = [SOURCE_GROUP, TARGET_GROUP] if seq2seq else [SOURCE_GROUP + TARGET_GROUP + CHAT_GROUP]
     return [[n for n in g if n in arrays and np.ndim(arrays[n]) == 2] for g in groups]
 
 

@@ -6,8 +6,9 @@ tokenizer, and returns a :class:`Dataset` whose splits are read and encoded on f
 (``Split`` arrays: see :mod:`llama_adv.data.encode`). Split names follow TFDS's syntax, so
 ``"train+unsup"`` and ``"train[:1000]"`` work; example ids index the resulting split.
 
-The task comes from the features: ``data.target_field`` set -> seq2seq; a ClassLabel
-``data.label_field`` -> classification; otherwise language modelling over the text.
+The task comes from the features: the chat builder's ``prompt``/``response``/``away``/
+``harmful`` -> chat (:mod:`llama_adv.data.chat`); ``data.target_field`` set -> seq2seq; a
+ClassLabel ``data.label_field`` -> classification; otherwise language modelling.
 
 Unlabelled examples (IMDB's ``unsup`` split, for semi-supervised VAT) keep the label -1
 used by TFDS and ``weight`` 1.0: ``weight`` marks real examples (0 only on evaluation
@@ -29,7 +30,7 @@ from pathlib import Path
 import ml_collections as mlc
 import numpy as np
 
-from llama_adv.data import encode
+from llama_adv.data import chat, encode
 from llama_adv.data.base import Dataset, Split
 from llama_adv.data.builders import SOURCES, builder_config
 from llama_adv.data.paths import cache_root, source_dir
@@ -42,6 +43,7 @@ from llama_adv.data.tokenizers import (
 from llama_adv.errors import UserError
 
 TEXT_CANDIDATES = ("text", "sentence", "content", "document", "description")
+CHAT_FEATURES = {"prompt", "response", "away", "harmful"}  # builders/chat.py
 
 
 def _tfds():
@@ -217,10 +219,38 @@ def _buckets(config: mlc.ConfigDict) -> tuple[int, ...]:
     return buckets
 
 
+def _load_chat(config: mlc.ConfigDict, builder) -> Dataset:
+    """A chat dataset (task ``chat``): splits encoded by :func:`chat.chat_split`."""
+    tokenizer = build_tokenizer(config, builder, ["prompt", "response"])
+    buckets = _buckets(config)
+
+    def load(split: str) -> Split:
+        where = f"{config.name}[{split}]"
+        raw = read_texts(builder, split, sorted(CHAT_FEATURES))
+        prompts = _decode(raw["prompt"], where)
+        if not prompts:
+            raise UserError(f"Split {where} is empty.")
+        return chat.chat_split(
+            tokenizer,
+            prompts,
+            _decode(raw["response"], where),
+            _decode(raw["away"], where),
+            raw["harmful"].astype(np.int32),
+            config.max_length,
+            config.chat_refusal,
+            buckets,
+        )
+
+    splits = LazySplits([str(s) for s in builder.info.splits], load)
+    return Dataset(config.name, "chat", splits, tokenizer)
+
+
 def load_tfds_dataset(config: mlc.ConfigDict) -> Dataset:
     """A real dataset for the ``data`` config section (see the module docstring)."""
     builder = prepare_builder(config)
     features = builder.info.features
+    if set(features) >= CHAT_FEATURES:
+        return _load_chat(config, builder)
     source = SOURCES.get(config.name)
     text_field = config.text_field or (source.text_field if source else "")
     text_field = text_field or _default_text_field(features)

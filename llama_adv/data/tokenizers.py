@@ -160,6 +160,7 @@ class HFTokenizer(_Specials):
                 f"Missing tokenizer file {path}; data.tokenizer=hf:PATH needs the "
                 "tokenizer.json of the checkpoint (from its Hugging Face model page)."
             )
+        self.path = path  # its folder may hold tokenizer_config.json (a chat template)
         self.tok = Tokenizer.from_file(str(path))
         self.bos_id = self._find(self.BOS_NAMES, BOS)
         self.eos_id = self._find(self.EOS_NAMES, EOS)

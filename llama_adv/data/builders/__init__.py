@@ -15,8 +15,8 @@ from typing import Any
 
 import ml_collections as mlc
 
-from llama_adv.data.builders import ag_news, imdb, parallel, sst2, text_corpus
-from llama_adv.data.builders.base import ProjectBuilder, SourceConfig, make_config
+from llama_adv.data.builders import ag_news, chat, imdb, parallel, sst2, text_corpus
+from llama_adv.data.builders.base import ProjectBuilder, SourceConfig, make_config, require
 from llama_adv.errors import UserError
 
 
@@ -41,6 +41,20 @@ def _corpus_options(config: mlc.ConfigDict, root: Path, default: dict[str, str])
 def _parallel_options(config: mlc.ConfigDict, root: Path, default: dict[str, str]) -> dict:
     src, tgt = config.text_field or "en", config.target_field or "de"
     return {"languages": [src, tgt], "splits": parse_split_files(config.split_files) or default}
+
+
+def _chat_options(how: str) -> Callable[[mlc.ConfigDict, Path, dict[str, str]], dict]:
+    """Chat files: ``data.split_files`` or the default names present; each must exist."""
+
+    def options(config: mlc.ConfigDict, root: Path, default: dict[str, str]) -> dict:
+        files = parse_split_files(config.split_files)
+        if not files:
+            files = {s: n for s, n in default.items() if (root / n).exists()} or default
+        for name in files.values():
+            require(root / name, how)
+        return {"splits": files}
+
+    return options
 
 
 def _ag_news_options(config: mlc.ConfigDict, root: Path, default: Any) -> dict:
@@ -93,6 +107,27 @@ SOURCES: dict[str, Source] = {
         text_corpus.HOW,
         _corpus_options,
         {"validation": "valid.txt", "test": "test.txt"},
+    ),
+    "alpaca_seed": Source(
+        chat.LlamaAdvChat,
+        "alpaca_seed",
+        chat.HOW_ALPACA,
+        _chat_options(chat.HOW_ALPACA),
+        {"train": "seed_tasks.jsonl"},
+    ),
+    "advbench": Source(
+        chat.LlamaAdvChat,
+        "advbench",
+        chat.HOW_ADVBENCH,
+        _chat_options(chat.HOW_ADVBENCH),
+        {"train": "harmful_behaviors.csv"},
+    ),
+    "chat_file": Source(
+        chat.LlamaAdvChat,
+        "",
+        chat.HOW,
+        _chat_options(chat.HOW),
+        {"train": "train.jsonl", "validation": "validation.jsonl"},
     ),
     "tiny_shakespeare": Source(
         None,
