@@ -20,10 +20,10 @@ import optax
 from jax.sharding import Mesh
 
 from llama_adv.adversarial import BatchInfo, Method, select_streams
-from llama_adv.adversarial.methods.chat_terms import batch_view
 from llama_adv.models import Model
 from llama_adv.models.lora import Lora
 from llama_adv.tasks import Task
+from llama_adv.tasks.chat import away_batch
 from llama_adv.train.mesh import replicated
 from llama_adv.train.state import TrainState
 
@@ -40,13 +40,13 @@ def make_objective(model: Model, task: Task, batch: dict, masks: dict, to_model=
     ``delta`` is masked again here so that no method can perturb padding. ``rng=None``
     runs the model deterministically (no dropout); ``detach_embeddings=True`` keeps the
     gradient of this pass out of the embedding table (fairseq's R3F noisy branch).
-    ``view="away"`` runs the batch's ``away_*`` fields (a chat batch's harmful completions,
-    the same prompt at the same positions) in place of the main ones.
+    ``view="away"`` runs a chat batch's away sequence (prompt + harmful target, the prompt
+    at the same positions; :func:`~llama_adv.tasks.chat.away_batch`) in place of the main one.
     """
 
     def objective(params, delta, rng, detach_embeddings=False, view=None):
         params = params if to_model is None else to_model(params)
-        batch_in = batch_view(batch, view)
+        batch_in = away_batch(batch) if view == "away" else batch
         embedded = model.embed(params, batch_in)
         if detach_embeddings:  # no gradient to the embedding table from this pass (R3F)
             embedded = jax.tree.map(jax.lax.stop_gradient, embedded)

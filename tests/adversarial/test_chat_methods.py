@@ -52,7 +52,7 @@ def chat_batch() -> dict:
         "prompt_mask": np.stack([m[3] for m in main]),
         "away_inputs": np.stack([a[0] for a in away]),
         "away_targets": np.stack([a[1] for a in away]),
-        "away_target_weight": np.stack([a[2] for a in away]) * has_target[:, None],
+        "away_weight": np.stack([a[2] for a in away]) * has_target[:, None],
         "harmful": np.asarray([1, 1, 0, 0], np.float32),
         "weight": np.ones(4, np.float32),
         "example_id": np.arange(4, dtype=np.int32),
@@ -102,7 +102,7 @@ def test_cat_attack_touches_harmful_prompts_only_within_the_per_token_bound(setu
     def away_ce(d):
         out = objective(params, {"inputs": jnp.asarray(d)}, None, view="away")[1]
         lp = log_probs(out["logits"], batch["away_targets"])
-        return -(lp * np.asarray(batch["away_target_weight"])).sum()
+        return -(lp * np.asarray(batch["away_weight"])).sum()
 
     assert away_ce(delta) < away_ce(np.zeros_like(delta))
 
@@ -116,7 +116,7 @@ def test_cat_loss_terms_equal_hand_computed_values(setup):
     delta = method.attack(objective, params, info, rng)
     main = objective(params, delta, None)[1]["logits"]
     away = objective(params, delta, None, view="away")[1]["logits"]
-    w, aw = np.asarray(batch["target_weight"]), np.asarray(batch["away_target_weight"])
+    w, aw = np.asarray(batch["target_weight"]), np.asarray(batch["away_weight"])
     harmful = np.asarray(batch["harmful"])[:, None]
     ce_main = -log_probs(main, batch["targets"])
     ce_away = -log_probs(away, batch["away_targets"])

@@ -80,6 +80,10 @@ class CAT(Method):
         for field in ("epsilon", "step_size", "weight_toward", "weight_away", "weight_utility"):
             if c[field] < 0:
                 raise fail(f"cat.{field}", f"must be >= 0, got {c[field]}.")
+        if config.get("perturb_tokens", "all") == "response":
+            raise fail(
+                "perturb_tokens", "cat attacks the prompt only (the paper's); use prompt or all."
+            )
         if c.loss == "ipo" and not c.ipo_beta > 0:
             raise fail("cat.ipo_beta", f"must be > 0 for cat.loss=ipo, got {c.ipo_beta}.")
 

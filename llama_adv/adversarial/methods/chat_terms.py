@@ -5,8 +5,8 @@ A chat batch's rows are either harmful behaviours or utility (instruction) examp
 (``batch["harmful"]`` ``[B]``, 1 on harmful rows). A harmful row holds the prompt with its
 safe reply in ``inputs`` / ``targets`` / ``target_weight`` (the *toward* completion) and
 the same prompt with the harmful target in ``away_inputs`` / ``away_targets`` /
-``away_target_weight`` (the *away* completion); the prompt occupies the same positions in
-both, so one prompt perturbation ``[B, L, D]`` applies to either. A utility row holds its
+``away_weight`` (the *away* completion, :func:`llama_adv.tasks.chat.away_batch`); the
+prompt occupies the same positions in both, so one prompt perturbation ``[B, L, D]`` applies to either. A utility row holds its
 prompt and reply in the main fields and nothing to move away from.
 
 Every term is a mean over the target tokens of its group in the global batch (the way the
@@ -23,7 +23,7 @@ from llama_adv.adversarial.base import BatchInfo
 from llama_adv.errors import UserError
 
 AWAY = "away"  # the batch view whose fields carry the ``away_`` prefix
-CHAT_FIELDS = ("harmful", "away_inputs", "away_targets", "away_target_weight")
+CHAT_FIELDS = ("harmful", "away_inputs", "away_targets", "away_weight")
 
 
 def require_chat_batch(batch: dict, method: str) -> None:
@@ -47,8 +47,8 @@ def groups(batch: dict) -> tuple[jax.Array, jax.Array]:
 
 def token_weights(batch: dict, view: str | None = None) -> jax.Array:
     """``[B, T]`` target-token weights of the main fields or of the ``away`` view."""
-    prefix = f"{view}_" if view else ""
-    return batch[f"{prefix}target_weight"].astype(jnp.float32) * batch["weight"][:, None]
+    weights = batch["away_weight"] if view == AWAY else batch["target_weight"]
+    return weights.astype(jnp.float32) * batch["weight"][:, None]
 
 
 def token_log_probs(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -93,12 +93,3 @@ def mean_log_prob(log_p: jax.Array, weights: jax.Array) -> jax.Array:
 def ipo_loss(margin: jax.Array, beta: float) -> jax.Array:
     """IPO (Azar et al. 2023) per row: ``(margin - 1 / (2 beta))^2``."""
     return (margin - 1.0 / (2.0 * beta)) ** 2
-
-
-def batch_view(batch: dict, view: str | None) -> dict:
-    """``batch`` with the fields of ``view`` (``away_inputs`` -> ``inputs``, ...) in place
-    of the main ones; ``view=None``: ``batch`` itself."""
-    if not view:
-        return batch
-    prefix = f"{view}_"
-    return {**batch, **{k[len(prefix) :]: v for k, v in batch.items() if k.startswith(prefix)}}
