@@ -20,12 +20,14 @@ from llama_adv.adversarial.base import (
 )
 from llama_adv.adversarial.methods.adaptive import Adaptive
 from llama_adv.adversarial.methods.alum import ALUM
+from llama_adv.adversarial.methods.cat import CAT
 from llama_adv.adversarial.methods.clean import NoAdversary
 from llama_adv.adversarial.methods.fgm import FGM
 from llama_adv.adversarial.methods.fgm_vat import FGMVAT
 from llama_adv.adversarial.methods.fgsm import FGSM
 from llama_adv.adversarial.methods.freeat import FreeAT
 from llama_adv.adversarial.methods.freelb import FreeLB
+from llama_adv.adversarial.methods.lat import LAT
 from llama_adv.adversarial.methods.neftune import NEFTune
 from llama_adv.adversarial.methods.pgd import PGD
 from llama_adv.adversarial.methods.r4f import R4F
@@ -53,6 +55,8 @@ METHODS.register("alum")(ALUM)
 METHODS.register("trades")(TRADES)
 METHODS.register("adaptive")(Adaptive)
 METHODS.register("neftune")(NEFTune)
+METHODS.register("cat")(CAT)
+METHODS.register("lat")(LAT)
 METHODS.register("r4f")(R4F)
 
 # adv.radius_unit: radii and absolute step sizes in embedding units or times the RMS

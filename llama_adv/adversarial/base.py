@@ -54,6 +54,8 @@ class BatchInfo:
       embedding_rms: scalar RMS L2 norm of the embedding rows of the current parameters
         (``model.embedding_rms(params)``, no gradient), the unit of
         ``adv.radius_unit = embedding_rms``.
+      embedding_norm: scalar mean L2 norm of the embedding rows, ``mean_i ||E_i||`` (no
+        gradient), the unit of CAT's radius.
     """
 
     masks: dict[str, jax.Array]
@@ -65,6 +67,7 @@ class BatchInfo:
     div_denominator: jax.Array | None = None
     tokens: dict[str, jax.Array] | None = None
     embedding_rms: jax.Array | None = None
+    embedding_norm: jax.Array | None = None
 
     def zeros(self) -> Delta:
         """A zero perturbation for every perturbed stream."""

@@ -93,6 +93,7 @@ def adv_defaults() -> mlc.ConfigDict:
     # -1 (numbers) and "" (strings) mean "the method's own default" (METHODS.md table).
     c = mlc.ConfigDict()
     # none|random|r4f|fgsm|fgm|pgd|freeat|freelb|smart|vat|fgm_vat|alum|trades|adaptive|neftune
+    # |cat|lat (chat models)
     c.method = "none"
     c.epsilon = 1.0  # perturbation radius (adaptive: every example's starting radius)
     # unit of epsilon and of absolute step sizes: absolute | embedding_rms (times the RMS
@@ -153,6 +154,33 @@ def adv_defaults() -> mlc.ConfigDict:
     c.r4f.head = "classifier"  # parameter subtree of the classification head (kernel [D, C])
     c.neftune = mlc.ConfigDict()
     c.neftune.alpha = 5.0  # noise U(-1, 1) * alpha / sqrt(L_i * d) (Jain et al. 2023: 5)
+    c.cat = mlc.ConfigDict()  # Xhonneux et al. 2024 (sophie-xhonneux/Continuous-AdvTrain)
+    c.cat.loss = "ul"  # ul (C-AdvUL: toward + away + utility) | ipo (C-AdvIPO)
+    c.cat.steps = 10  # signed-gradient attack steps on the prompt embeddings
+    c.cat.step_size = 1e-4  # attack step (absolute, per coordinate: a signed step)
+    c.cat.epsilon = 0.05  # per-token L2 radius, times the mean L2 norm of the embedding rows
+    c.cat.away = "negative_cross_entropy"  # away term: negative_cross_entropy | log_1_minus_p
+    c.cat.weight_toward = 0.5
+    c.cat.weight_away = 0.5
+    c.cat.weight_utility = 1.0
+    c.cat.toward_cutoff = 0.5  # toward CE below this stops pulling (0.001 slope)
+    c.cat.away_cutoff = -5.0  # away term (-CE) below this stops pushing
+    c.cat.weight_ipo = 1.0  # ipo: weight of the IPO term
+    c.cat.ipo_beta = 0.25  # ipo: beta
+    c.lat = mlc.ConfigDict()  # Sheshadri et al. 2024 (aengusl/latent-adversarial-training)
+    c.lat.targeted = True  # harmful-target attack + toward/away losses; False: Casper et al.
+    c.lat.steps = 16  # adversary AdamW steps per batch
+    c.lat.step_size = 1e-3  # adversary learning rate (Llama-3-8B setting; Llama-2: 5e-2)
+    c.lat.weight_decay = 0.01  # adversary AdamW weight decay (torch's default)
+    c.lat.grad_clip = 1.0  # adversary gradient clipping (global norm)
+    c.lat.epsilon = 6.0  # per-token L2 bound of each stream's perturbation (absolute)
+    c.lat.adv_toward = 0.5  # adversary: CE of the harmful target
+    c.lat.adv_away = 0.5  # adversary: unlikelihood of the safe reply
+    c.lat.def_toward = 0.5  # model: CE of the safe reply under attack
+    c.lat.def_away = 0.5  # model: unlikelihood of the harmful target under attack
+    c.lat.def_sft = 0.0  # model: CE on utility rows, clean (Llama-2 setting: 1.5)
+    c.lat.def_kl = 0.1  # model: KL to the start-of-training model on utility rows
+    c.lat.defense_steps = 4  # model updates per attack (model_iterations_per_step)
     c.adaptive = mlc.ConfigDict()
     c.adaptive.base = "pgd"  # attack and loss of each example at its radius: pgd | fgm | freelb
     c.adaptive.rule = "one"  # one: one attack per step | iaat: Balaji et al.'s extra check

@@ -122,6 +122,12 @@ class Model(abc.ABC):
         table = jax.lax.stop_gradient(self.embedding_table(params)).astype(jnp.float32)
         return jnp.sqrt(jnp.mean(jnp.sum(table * table, axis=-1)))
 
+    def embedding_norm(self, params: Params) -> jax.Array:
+        """Scalar mean L2 norm of the embedding rows, ``mean_i ||E_i||``, without gradient
+        (CAT's radius unit: Continuous-AdvTrain's ``torch.norm(embed_weights, dim=-1).mean()``)."""
+        table = jax.lax.stop_gradient(self.embedding_table(params)).astype(jnp.float32)
+        return jnp.mean(jnp.linalg.norm(table, axis=-1))
+
     def apply(self, params: Params, batch: Batch, **kwargs: Any) -> dict[str, jax.Array]:
         """The plain forward pass: ``apply_embedded(params, embed(params, batch), batch)``."""
         return self.apply_embedded(params, self.embed(params, batch), batch, **kwargs)

@@ -24,6 +24,7 @@ from llama_adv.models import Model
 from llama_adv.models.latent import with_latent_streams
 from llama_adv.models.lora import Lora
 from llama_adv.tasks import Task
+from llama_adv.tasks.chat import away_batch
 from llama_adv.train.mesh import replicated
 from llama_adv.train.state import TrainState
 
@@ -40,11 +41,14 @@ def make_objective(model: Model, task: Task, batch: dict, masks: dict, to_model=
     ``delta`` is masked again here so that no method can perturb padding. ``rng=None``
     runs the model deterministically (no dropout); ``detach_embeddings=True`` keeps the
     gradient of this pass out of the embedding table (fairseq's R3F noisy branch).
+    ``view="away"`` runs a chat batch's away sequence (prompt + harmful target, the prompt
+    at the same positions; :func:`~llama_adv.tasks.chat.away_batch`) in place of the main one.
     """
 
-    def objective(params, delta, rng, detach_embeddings=False):
+    def objective(params, delta, rng, detach_embeddings=False, view=None):
         params = params if to_model is None else to_model(params)
-        embedded = model.embed(params, batch)
+        batch_in = away_batch(batch) if view == "away" else batch
+        embedded = model.embed(params, batch_in)
         if detach_embeddings:  # no gradient to the embedding table from this pass (R3F)
             embedded = jax.tree.map(jax.lax.stop_gradient, embedded)
         embedded = {
@@ -55,11 +59,11 @@ def make_objective(model: Model, task: Task, batch: dict, masks: dict, to_model=
         outputs = model.apply_embedded(
             params,
             embedded,
-            batch,
+            batch_in,
             deterministic=rng is None,
             rngs=None if rng is None else {"dropout": rng},
         )
-        return task.loss(outputs, batch), outputs
+        return task.loss(outputs, batch_in), outputs
 
     return objective
 
@@ -123,6 +127,7 @@ def make_train_step(
             div_denominator=jnp.sum(task.divergence_denominator(batch)),
             tokens={k: tokens[k] for k in streams},
             embedding_rms=model.embedding_rms(model_params),
+            embedding_norm=model.embedding_norm(model_params),
         )
         objective = make_objective(model, task, batch, masks, to_model)
         params, opt_state, metrics, method_state = method.update(

@@ -40,5 +40,6 @@ def single_device_setup(model, task, params, batch, step: int = 0, perturb_speci
         axis_name=None,
         tokens=model.stream_tokens(batch),
         embedding_rms=model.embedding_rms(params),
+        embedding_norm=model.embedding_norm(params),
     )
     return make_objective(model, task, batch, masks), info
