@@ -180,7 +180,10 @@ def _train_step(setup, adv):
 )
 def test_jitted_train_step_runs_and_reports_its_terms(setup, method, section):
     config = setup[0]
-    _, metrics = _train_step(setup, adv_config(config, method, **section))
+    adv = adv_config(config, method, **section)
+    if method == "lat":  # LAT's setting: the embeddings and a residual stream at once
+        adv.streams = "inputs,layer:0"
+    _, metrics = _train_step(setup, adv)
     assert np.isfinite(float(metrics["loss"]))
     assert float(metrics["perturbation_norm"]) > 0
     if method == "lat":

@@ -6,8 +6,9 @@ A chat batch's rows are either harmful behaviours or utility (instruction) examp
 safe reply in ``inputs`` / ``targets`` / ``target_weight`` (the *toward* completion) and
 the same prompt with the harmful target in ``away_inputs`` / ``away_targets`` /
 ``away_weight`` (the *away* completion, :func:`llama_adv.tasks.chat.away_batch`); the
-prompt occupies the same positions in both, so one prompt perturbation ``[B, L, D]`` applies to either. A utility row holds its
-prompt and reply in the main fields and nothing to move away from.
+prompt occupies the same positions in both, so one prompt perturbation ``[B, L, D]``
+applies to either. A utility row holds its prompt and reply in the main fields and nothing
+to move away from.
 
 Every term is a mean over the target tokens of its group in the global batch (the way the
 reference trainers average a sub-batch's token losses), returned as this device's share so
