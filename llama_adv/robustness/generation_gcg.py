@@ -34,6 +34,7 @@ freezes a row once its best suffix matches; the run ends when every row has.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import flax.struct
@@ -238,6 +239,52 @@ def update(model, params, layout, state: GCGState, candidates, valid, step, conf
     return new, jnp.where(found, loss, state.loss)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Compiled:
+    init: Callable
+    propose: Callable
+    update: Callable
+    scan: Callable
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(model, config: GCGConfig, topk: int) -> _Compiled:
+    """The jitted pieces of :func:`run_gcg` for one model and config, kept so that
+    further calls (more groups of behaviours of the same shape) do not recompile."""
+
+    def propose_at(p, lay, state, key, allowed, i):
+        return propose(model, p, lay, state, jax.random.fold_in(key, i), allowed, config, topk)
+
+    def update_at(p, lay, state, cands, valid, i):
+        return update(model, p, lay, state, cands, valid, i + 1, config)
+
+    def scan(p, lay, state, key, allowed):
+        valid = jnp.ones((lay.tokens.shape[0], config.search_width), bool)
+
+        def body(state, i):
+            def run(state):
+                cands = propose_at(p, lay, state, key, allowed, i)
+                return update_at(p, lay, state, cands, valid, i)
+
+            def skip(state):
+                return state, state.loss
+
+            if config.early_stop:  # nothing left to do: skip the step's compute
+                state, loss = jax.lax.cond(jnp.all(state.best_match), skip, run, state)
+            else:
+                state, loss = run(state)
+            return state, (loss, state.best_loss)
+
+        return jax.lax.scan(body, state, jnp.arange(config.num_steps))
+
+    return _Compiled(
+        init=jax.jit(lambda p, lay: init_state(model, p, lay)),
+        propose=jax.jit(propose_at),
+        update=jax.jit(update_at),
+        scan=jax.jit(scan),
+    )
+
+
 def run_gcg(
     model,
     params: Params,
@@ -276,31 +323,19 @@ def run_gcg(
     topk = min(config.topk, int(allowed.sum()))
     allowed_j = jnp.asarray(allowed)
     key = jax.random.key(config.seed)
-    state = jax.jit(lambda p, lay: init_state(model, p, lay))(params, layout)
-    b, w = layout.tokens.shape[0], config.search_width
-
-    def step_fn(p, lay, state, i):
-        k = jax.random.fold_in(key, i)
-        cands = propose(model, p, lay, state, k, allowed_j, config, topk)
-        valid = jnp.ones((b, w), bool)
-        return update(model, p, lay, state, cands, valid, i + 1, config)
-
+    fns = _compiled(model, config, topk)
+    state = fns.init(params, layout)
+    b = layout.tokens.shape[0]
     if config.filter_ids and filter_fn is not None:
-        propose_j = jax.jit(
-            lambda p, lay, s, i: propose(
-                model, p, lay, s, jax.random.fold_in(key, i), allowed_j, config, topk
-            )
-        )
-        update_j = jax.jit(lambda p, lay, s, c, v, i: update(model, p, lay, s, c, v, i + 1, config))
         losses, bests = [], [np.asarray(state.best_loss)]
         for i in range(config.num_steps):
             if config.early_stop and bool(np.all(np.asarray(state.best_match))):
                 losses.append(np.asarray(state.loss))
                 bests.append(np.asarray(state.best_loss))
                 continue
-            cands = propose_j(params, layout, state, i)
+            cands = fns.propose(params, layout, state, key, allowed_j, i)
             valid = jnp.asarray(filter_fn(np.asarray(cands)))
-            state, loss = update_j(params, layout, state, cands, valid, i)
+            state, loss = fns.update(params, layout, state, cands, valid, i)
             losses.append(np.asarray(loss))
             bests.append(np.asarray(state.best_loss))
             if log is not None:
@@ -308,26 +343,8 @@ def run_gcg(
         losses = np.stack(losses) if losses else np.zeros((0, b), np.float32)
         best_losses = np.stack(bests)
     else:
-
-        @jax.jit
-        def scan(p, lay, state):
-            def body(state, i):
-                def run(state):
-                    return step_fn(p, lay, state, i)
-
-                def skip(state):
-                    return state, state.loss
-
-                if config.early_stop:  # nothing left to do: skip the step's compute
-                    state, loss = jax.lax.cond(jnp.all(state.best_match), skip, run, state)
-                else:
-                    state, loss = run(state)
-                return state, (loss, state.best_loss)
-
-            return jax.lax.scan(body, state, jnp.arange(config.num_steps))
-
         initial = np.asarray(state.best_loss)
-        state, (losses, bests) = scan(params, layout, state)
+        state, (losses, bests) = fns.scan(params, layout, state, key, allowed_j)
         losses = np.asarray(losses)
         best_losses = np.concatenate([initial[None], np.asarray(bests)])
     return {

@@ -10,6 +10,7 @@ groups of ``behaviour_batch`` rows of one global layout (one compilation per att
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +60,26 @@ def _groups(n: int, size: int) -> list[np.ndarray]:
     return out
 
 
+@functools.lru_cache(maxsize=16)
+def _generator(model, max_new: int, eos_id: int, start_id: int):
+    """One jitted greedy generator per model and length (it recompiles only for new
+    shapes, not per call)."""
+
+    def gen(params, layout, tokens, embedded):
+        return greedy_generate(
+            model,
+            params,
+            layout,
+            max_new,
+            tokens=tokens,
+            embedded=embedded,
+            eos_id=eos_id,
+            start_id=start_id,
+        )
+
+    return jax.jit(gen)
+
+
 def _generate(
     model,
     params,
@@ -72,20 +93,15 @@ def _generate(
     tokens=None,
     embedded=None,
 ) -> np.ndarray:
-    """``[n, max_new]`` greedy generations of every row, group by group."""
-
-    @jax.jit
-    def gen(sub, tok, emb):
-        return greedy_generate(
-            model, params, sub, max_new, tokens=tok, embedded=emb, eos_id=eos_id, start_id=start_id
-        )
-
+    """``[n, max_new]`` greedy generations of every row, group by group; ``tokens`` /
+    ``embedded``: one ``[group, L]`` / ``[group, L, d_model]`` array per group."""
+    gen = _generator(model, max_new, eos_id, start_id)
     parts = []
     for g, index in enumerate(groups):
         sub = layout.rows(jnp.asarray(index))
         tok = None if tokens is None else jnp.asarray(tokens[g])
         emb = None if embedded is None else embedded[g]
-        parts.append(np.asarray(gen(sub, tok, emb)))
+        parts.append(np.asarray(gen(params, sub, tok, emb)))
     return np.concatenate(parts)[:n]
 
 

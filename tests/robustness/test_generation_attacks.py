@@ -91,6 +91,15 @@ def _layout(suffix=SUFFIX):
     return build_layout(PROMPTS, TARGETS, suffix=suffix, prefix=[1], postfix=[SEP])
 
 
+def _scorer(model):
+    """Jitted ``(params, layout) -> (loss [B], match [B])``: one compilation per shape."""
+    return jax.jit(lambda p, lay: target_loss(target_logits(model, p, lay), lay))
+
+
+def _greedy(model, n):
+    return jax.jit(lambda p, lay, emb=None: greedy_generate(model, p, lay, n, embedded=emb))
+
+
 def test_layout_positions():
     lay = build_layout([[7, 8], [9]], [[10, 11], [12]], suffix=[5, 6], prefix=[1], postfix=[4])
     np.testing.assert_array_equal(
@@ -99,7 +108,9 @@ def test_layout_positions():
     np.testing.assert_array_equal(lay.predictor[0], [5, 6])
     np.testing.assert_array_equal(lay.predictor[1, :1], [4])
     np.testing.assert_array_equal(lay.suffixes(), [[5, 6], [5, 6]])
-    np.testing.assert_array_equal(lay.with_suffix(jnp.array([[13, 14], [15, 16]]))[1, 2:4], [15, 16])
+    np.testing.assert_array_equal(
+        lay.with_suffix(jnp.array([[13, 14], [15, 16]]))[1, 2:4], [15, 16]
+    )
     np.testing.assert_array_equal(lay.generation_prompt()[1], [1, 9, 5, 6, 4, 0, 0, 0])
     np.testing.assert_array_equal(lay.prompt_mask[0], [0, 1, 1, 0, 0, 0, 0, 0])
     s2s = build_layout([[7, 8]], [[10, 11]], suffix=[5], seq2seq=True, start_id=1)
@@ -117,9 +128,12 @@ def test_greedy_generation_matches_decoding(copier):
     """The embedding-prefilled cache decodes as ``decoding.generate_decoder`` on tokens."""
     model, params = copier
     lay = _layout([10, 11, 12, 13])
-    ours = greedy_generate(model, params, lay, 6)
-    embedded = greedy_generate(model, params, lay, 6, embedded=prompt_embeddings(model, params, lay))
-    reference, _ = generate_decoder(model, params, lay.generation_prompt(), 6)
+    greedy = _greedy(model, 6)
+    ours = greedy(params, lay)
+    embedded = greedy(params, lay, prompt_embeddings(model, params, lay))
+    reference, _ = jax.jit(generate_decoder, static_argnums=(0, 3))(
+        model, params, lay.generation_prompt(), 6
+    )
     np.testing.assert_array_equal(ours, reference)
     np.testing.assert_array_equal(embedded, reference)
     np.testing.assert_array_equal(ours[0, :5], TARGETS[0])  # the copier copies
@@ -127,13 +141,12 @@ def test_greedy_generation_matches_decoding(copier):
 
 def test_teacher_forced_match_is_greedy_prefix(copier):
     model, params = copier
+    score, greedy = _scorer(model), _greedy(model, 5)
     for suffix in ([10, 11, 12, 13], [14, 15, 16, 17], SUFFIX):
         lay = _layout(suffix)
-        _, match = target_loss(target_logits(model, params, lay), lay)
-        gen = greedy_generate(model, params, lay, 5)
-        np.testing.assert_array_equal(
-            match, starts_with_target(gen, lay.targets, lay.target_mask)
-        )
+        _, match = score(params, lay)
+        gen = greedy(params, lay)
+        np.testing.assert_array_equal(match, starts_with_target(gen, lay.targets, lay.target_mask))
 
 
 def test_candidate_losses_match_a_loop(copier):
@@ -141,13 +154,16 @@ def test_candidate_losses_match_a_loop(copier):
     lay = _layout()
     cands = jax.random.randint(jax.random.key(1), (3, 5, 4), X, VOCAB)
     cands = cands.at[0, 0].set(jnp.array([10, 11, 12, 13]))  # one that matches
-    losses, matches = candidate_losses(model, params, lay, cands, batch_size=4)  # 4 chunks
+    losses, matches = jax.jit(candidate_losses, static_argnums=(0, 4))(
+        model, params, lay, cands, 4
+    )  # 4 chunks of 4, the last filled up
+    score = _scorer(model)
     for b in range(3):
         for w in range(5):
             one = build_layout(
                 [PROMPTS[b]], [TARGETS[b]], suffix=cands[b, w], prefix=[1], postfix=[SEP]
             )
-            loss, match = target_loss(target_logits(model, params, one), one)
+            loss, match = score(params, one)
             np.testing.assert_allclose(losses[b, w], loss[0], rtol=1e-5, atol=1e-6)
             assert bool(matches[b, w]) == bool(match[0])
     assert bool(matches[0, 0])
@@ -162,15 +178,17 @@ def test_candidate_losses_encoder_decoder():
     lay = build_layout(PROMPTS[:2], TARGETS[:2], suffix=SUFFIX, seq2seq=True, start_id=1)
     params = model.init(jax.random.key(0), lay.batch())
     cands = jax.random.randint(jax.random.key(2), (2, 3, 4), X, VOCAB)
-    losses, _ = candidate_losses(model, params, lay, cands)
+    losses, _ = jax.jit(candidate_losses, static_argnums=0)(model, params, lay, cands)
+    score = _scorer(model)
     for b in range(2):
         for w in range(3):
             one = build_layout(
                 [PROMPTS[b]], [TARGETS[b]], suffix=cands[b, w], seq2seq=True, start_id=1
             )
-            loss, _ = target_loss(target_logits(model, params, one), one)
+            loss, _ = score(params, one)
             np.testing.assert_allclose(losses[b, w], loss[0], rtol=1e-5, atol=1e-6)
-    assert greedy_generate(model, params, lay, 3, start_id=1).shape == (2, 3)
+    gen = jax.jit(lambda p, lay: greedy_generate(model, p, lay, 3, start_id=1))(params, lay)
+    assert gen.shape == (2, 3)
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +211,8 @@ def test_gcg_best_loss_never_increases_and_reaches_easy_target(gcg_result):
 def test_embedding_attack_needs_fewer_evaluations_than_gcg(copier, gcg_result):
     """The embedding attack moves every suffix embedding at once: it reaches the targets
     within 40 signed steps (one forward/backward pass each), fewer model evaluations
-    than GCG's 4 steps of (1 + search_width) passes can; GCG with 3 steps cannot."""
+    than GCG's at least 4 steps of (1 + search_width) passes (``gcg_result``: GCG has
+    not matched any target after 3 steps)."""
     model, params = copier
     config = EmbeddingAttackConfig(num_steps=40, step_size=0.05)
     out = make_embedding_attack(model, config)(params, _layout())
@@ -201,11 +220,9 @@ def test_embedding_attack_needs_fewer_evaluations_than_gcg(copier, gcg_result):
     assert np.all(out["success_step"] > 0)  # step 0 is the clean suffix: no match
     assert np.all(out["final_success"])
     assert np.all(out["success_step"] + 1 < 4 * (1 + 64))
-    gen = greedy_generate(model, params, _layout(), 5, embedded=out["embedded"])
+    assert np.all(gcg_result["success_step"] >= 4)
+    gen = _greedy(model, 5)(params, _layout(), out["embedded"])
     assert np.all(starts_with_target(gen, np.array(TARGETS), np.ones((3, 5), bool)))
-    short = run_gcg(model, params, _layout(), GCGConfig(num_steps=3, search_width=64, topk=8,
-                                                       filter_ids=False))  # fmt: skip
-    assert not np.any(short["best_match"])
     # The delta stays on the suffix.
     untouched = ~np.asarray(_layout().suffix_mask)
     assert np.all(np.asarray(out["delta"])[untouched] == 0)
@@ -268,6 +285,7 @@ def test_report_files(copier, tmp_path):
         heldout=[([7, 8, 9, 10, 11], [7, 8, 9, 10, 11])],
         clean_prompts=[[7, 8, 9, 10, 11]],
     )
+    assert results["num_behaviours"] == 3
     for name in ("results.json", "table.md", "curve.png", "examples.jsonl"):
         assert (tmp_path / name).is_file()
     saved = json.loads((tmp_path / "results.json").read_text())
