@@ -152,13 +152,9 @@ def build_layout(
     targets = [_ids(t, f"target {i}") for i, t in enumerate(targets)]
     if any(len(t) == 0 for t in targets):
         raise UserError("every target needs at least one token.")
-    if (
-        not seq2seq
-        and not len(prefix)
-        and any(not len(p) for p in prompts)
-        and not (len(suffix) or len(postfix))
-    ):
-        raise UserError("a decoder-only layout needs at least one token before the target.")
+    fixed = len(prefix) + len(suffix) + len(postfix)
+    if any(fixed + len(p) == 0 for p in prompts):
+        raise UserError("every behaviour needs at least one token before its target.")
     b, s = len(prompts), len(suffix)
     width_t = max(len(t) for t in targets)
     heads = [np.concatenate([prefix, p, suffix, postfix]) for p in prompts]
