@@ -219,3 +219,28 @@ def test_prompts_file_lines_and_jsonl(tmp_path):
     rows.write_text('{"text": "a"}\n')
     with pytest.raises(UserError, match=r"p\.jsonl:1: expected an object"):
         read_prompts(None, rows)
+
+
+def test_seq2seq_files_are_encoded_like_the_dataset(quickstart_config, tmp_path):
+    from llama_adv.data import load_dataset
+    from llama_adv.evaluation.files import split_from_file
+
+    config = quickstart_config("tiny", *SEQ2SEQ)
+    dataset = load_dataset(config.data)
+    split = dataset.split("validation")
+    sources = split.texts[:5]
+    targets = [" ".join(reversed(t.split())) for t in sources]
+    pairs = list(zip(sources, targets, strict=True))
+    (tmp_path / "val.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in pairs))
+    rows = [json.dumps({"source": s, "target": t}) for s, t in pairs]
+    (tmp_path / "val.jsonl").write_text("\n".join(rows) + "\n")
+    (tmp_path / "val.en").write_text("\n".join(sources) + "\n")
+    (tmp_path / "val.de").write_text("\n".join(targets) + "\n")
+    for name in ("val.tsv", "val.jsonl", "val", "val.en"):
+        read = split_from_file(tmp_path / name, dataset, config)
+        assert read.references == targets, name
+        for field in ("encoder_inputs", "decoder_inputs", "targets", "target_weight"):
+            np.testing.assert_array_equal(read.arrays[field], split.arrays[field][:5])
+    (tmp_path / "bad.tsv").write_text("no tab here\n")
+    with pytest.raises(UserError, match=r"bad\.tsv:1: expected source<TAB>target"):
+        split_from_file(tmp_path / "bad.tsv", dataset, config)
