@@ -105,6 +105,33 @@ def _robustness(args: argparse.Namespace, overrides: list[str]) -> None:
         raise UserError("robustness needs --workdir RUN or --compare RUN_A RUN_B ...")
 
 
+def _generate(args: argparse.Namespace, overrides: list[str]) -> None:
+    from llama_adv.generation.generate import Sampling, run_generate
+    from llama_adv.generation.prompts import read_prompts
+
+    texts = read_prompts(args.prompt, args.prompts_file)
+    sampling = Sampling(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, seed=args.seed, batch_size=args.batch_size,
+    )  # fmt: skip
+    rows = run_generate(args.workdir, texts, sampling, step=args.step,
+                        overrides=tuple(overrides), out=args.out)  # fmt: skip
+    for row in rows:
+        print(f"prompt: {row['prompt']}\noutput: {row['generation']}\n")
+    if args.out:
+        print(f"wrote {args.out}")
+
+
+def _evaluate(args: argparse.Namespace, overrides: list[str]) -> None:
+    import json
+
+    from llama_adv.evaluation import evaluate_run
+
+    result = evaluate_run(args.workdir, split=args.split, file=args.file, step=args.step,
+                          overrides=tuple(overrides), out=args.out)  # fmt: skip
+    print(json.dumps(result, indent=2))
+
+
 def _command_line(name: str, args: argparse.Namespace, keys: tuple[str, ...]) -> str:
     """The command as parsed (``sys.argv`` differs when main() is called in-process)."""
     parts = [f"llama-adv {name} {args.experiment}"]
@@ -206,6 +233,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rob.add_argument("--adv-task", help="task key in an AdvGLUE file (default sst2)")
     rob.set_defaults(run=_robustness)
+
+    gen = commands.add_parser("generate", help="continue text prompts with a trained run")
+    gen.add_argument("--workdir", required=True, help="the trained run (task lm or seq2seq)")
+    gen.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt; repeatable")
+    gen.add_argument(
+        "--prompts-file", metavar="F",
+        help="one prompt per line, or .jsonl objects with a prompt (or instruction) field",
+    )  # fmt: skip
+    gen.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
+    gen.add_argument(
+        "--temperature", type=float, default=0.0, help="0 (default): greedy; > 0: sampling"
+    )
+    gen.add_argument("--top-k", type=int, default=0, help="sample among the K likeliest (0: all)")
+    gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: all)")
+    gen.add_argument("--seed", type=int, default=0, help="sampling seed")
+    gen.add_argument("--batch-size", type=int, default=8, help="prompts decoded at once")
+    gen.add_argument("--step", type=int, help="checkpoint step (default: the best, else latest)")
+    gen.add_argument("--out", metavar="F.jsonl", help="also write the generations here")
+    gen.set_defaults(run=_generate)
+
+    ev = commands.add_parser("evaluate", help="a trained run's metrics on a split or a file")
+    ev.add_argument("--workdir", required=True, help="the trained run")
+    where = ev.add_mutually_exclusive_group()
+    where.add_argument("--split", help="a split of the run's dataset (default: eval.split)")
+    where.add_argument("--file", help="a file in the dataset's format (see the README)")
+    ev.add_argument("--step", type=int, help="checkpoint step (default: the best, else latest)")
+    ev.add_argument("--out", metavar="F.json", help="also write the result here")
+    ev.set_defaults(run=_evaluate)
 
     sweep = commands.add_parser("sweep", help="run (or resume) every run of an experiment file")
     sweep.add_argument("experiment", help="experiments/<name>.py[:variant]")

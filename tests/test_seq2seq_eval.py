@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _tiny_runs import SEQ2SEQ
 
 from llama_adv.config import load_config
 from llama_adv.data.bleu import bleu_from_ids, split_references
@@ -18,11 +19,6 @@ from llama_adv.train.mesh import make_mesh, replicated, to_global
 from llama_adv.train.setup import build_experiment
 
 REPO = Path(__file__).resolve().parents[1]
-SEQ2SEQ = (
-    "model.name=encoder_decoder", "data.name=synthetic_reverse", "task.name=seq2seq",
-    "data.max_length=8", "data.target_max_length=8", "data.num_eval=40",
-    "eval.attack.method=none", "checkpoint.best_metric=", "train.progress_bar=False",
-)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

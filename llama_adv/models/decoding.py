@@ -1,4 +1,4 @@
-"""Cached autoregressive decoding: greedy, temperature/top-k sampling, and beam search.
+"""Cached autoregressive decoding: greedy, temperature/top-k/top-p sampling, beam search.
 
 Both architectures expose the same cache hooks: ``init_cache`` (zeros for a batch and a
 maximum length) and ``decode_step`` (append tokens, get their logits). Each step costs one
@@ -19,19 +19,44 @@ from llama_adv.special_tokens import BOS_ID, EOS_ID
 # BOS_ID, EOS_ID: the project tokenizers' ids; T5 checkpoints start with 0, end with 1
 
 
-def _pick(logits: jax.Array, rng: jax.Array, temperature: float, top_k: int) -> jax.Array:
-    """``[B, V]`` logits -> ``[B]`` tokens: argmax at temperature 0, else a sample."""
+def top_k_filter(logits: jax.Array, k: int) -> jax.Array:
+    """``[B, V]`` logits with all but the ``k`` largest of each row set to -inf (ties with
+    the k-th are kept); ``k <= 0`` keeps every token."""
+    if k <= 0:
+        return logits
+    kth = jax.lax.top_k(logits, k)[0][:, -1:]
+    return jnp.where(logits < kth, -jnp.inf, logits)
+
+
+def top_p_filter(logits: jax.Array, p: float) -> jax.Array:
+    """Nucleus filtering: keeps, per row of ``[B, V]`` logits, the smallest set of most
+    likely tokens whose probability mass is at least ``p`` (the rest -> -inf); ``p >= 1``
+    keeps every token. The most likely token is always kept."""
+    if p >= 1.0:
+        return logits
+    ranked = jnp.sort(logits, axis=-1)[:, ::-1]
+    probs = jax.nn.softmax(ranked.astype(jnp.float32), axis=-1)
+    # A token is needed while the mass of the tokens ranked above it is still below p.
+    needed = jnp.cumsum(probs, axis=-1) - probs < p
+    cutoff = jnp.min(jnp.where(needed, ranked, jnp.inf), axis=-1, keepdims=True)
+    return jnp.where(logits < cutoff, -jnp.inf, logits)
+
+
+def sample_logits(
+    logits: jax.Array, rng: jax.Array, temperature: float, top_k: int = 0, top_p: float = 1.0
+) -> jax.Array:
+    """``[B, V]`` logits -> ``[B]`` tokens: argmax at ``temperature <= 0``, else a sample
+    of ``softmax(logits / temperature)`` restricted to the top ``top_k`` tokens (0: all)
+    and then to the nucleus of mass ``top_p`` (1: all). Options are static (Python)."""
     if temperature <= 0.0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    logits = logits / temperature
-    if top_k > 0:
-        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
-        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
     return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
-def _loop(step, first_logits, cache, num_steps, rng, temperature, top_k, eos_id, with_logits=True):
-    """Picks ``num_steps`` tokens, feeding each back through ``step(cache, tokens [B, 1])``.
+def _loop(step, first_logits, cache, num_steps, rng, sampling, eos_id, with_logits=True):
+    """Picks ``num_steps`` tokens, feeding each back through ``step(cache, tokens [B, 1])``;
+    ``sampling``: ``(temperature, top_k, top_p)`` of :func:`sample_logits`.
 
     Returns tokens ``[B, N]`` and the logits each was picked from ``[B, N, V]`` (None
     without ``with_logits``: they are the largest array of a long decode).
@@ -39,7 +64,7 @@ def _loop(step, first_logits, cache, num_steps, rng, temperature, top_k, eos_id,
 
     def body(carry, rng):
         logits, cache, finished = carry
-        token = _pick(logits, rng, temperature, top_k)
+        token = sample_logits(logits, rng, *sampling)
         token = jnp.where(finished, PAD_ID, token)
         finished = finished | (token == eos_id)
         next_logits, cache = step(cache, token[:, None])
@@ -59,14 +84,17 @@ def generate_decoder(
     *,
     temperature: float = 0.0,
     top_k: int = 0,
+    top_p: float = 1.0,
     rng: jax.Array | None = None,
     eos_id: int = EOS_ID,
-) -> tuple[jax.Array, jax.Array]:
+    with_logits: bool = True,
+) -> tuple[jax.Array, jax.Array | None]:
     """Continues right-padded ``prompts`` ``[B, P]`` with a decoder-only model.
 
     Returns ``(tokens [B, N], logits [B, N, vocab])``: the new tokens and the logits each
-    was chosen from. Rows with shorter prompts continue right after their last real token
-    (padding in the cache is masked, positions count real tokens only).
+    was chosen from (None without ``with_logits``). Rows with shorter prompts continue
+    right after their last real token (padding in the cache is masked, positions count
+    real tokens only).
     """
     rng = jax.random.key(0) if rng is None else rng
     batch, length = prompts.shape
@@ -78,7 +106,8 @@ def generate_decoder(
     def step(cache, tokens):
         return model.decode_step(params, cache, tokens)
 
-    return _loop(step, first, cache, max_new_tokens, rng, temperature, top_k, eos_id)
+    sampling = (temperature, top_k, top_p)
+    return _loop(step, first, cache, max_new_tokens, rng, sampling, eos_id, with_logits)
 
 
 def _start(model, params, encoded, encoder_mask, length, start_id):
@@ -98,6 +127,7 @@ def generate_seq2seq(
     *,
     temperature: float = 0.0,
     top_k: int = 0,
+    top_p: float = 1.0,
     rng: jax.Array | None = None,
     start_id: int = BOS_ID,
     eos_id: int = EOS_ID,
@@ -109,7 +139,7 @@ def generate_seq2seq(
     encoded, encoder_mask = model.encode(params, encoder_inputs)
     return generate_from_encoded(
         model, params, encoded, encoder_mask, max_new_tokens, temperature=temperature,
-        top_k=top_k, rng=rng, start_id=start_id, eos_id=eos_id,
+        top_k=top_k, top_p=top_p, rng=rng, start_id=start_id, eos_id=eos_id,
     )  # fmt: skip
 
 
@@ -122,6 +152,7 @@ def generate_from_encoded(
     *,
     temperature: float = 0.0,
     top_k: int = 0,
+    top_p: float = 1.0,
     rng: jax.Array | None = None,
     start_id: int = BOS_ID,
     eos_id: int = EOS_ID,
@@ -138,7 +169,8 @@ def generate_from_encoded(
     def step(cache, tokens):
         return model.decode_step(params, cache, tokens, encoded, encoder_mask)
 
-    return _loop(step, first, cache, max_new_tokens, rng, temperature, top_k, eos_id, with_logits)
+    sampling = (temperature, top_k, top_p)
+    return _loop(step, first, cache, max_new_tokens, rng, sampling, eos_id, with_logits)
 
 
 def _reorder(cache: Params, index: jax.Array) -> Params:
