@@ -100,7 +100,8 @@ def _robustness(args: argparse.Namespace, overrides: list[str]) -> None:
         print(f"wrote {out}/compare.md and compare.png")
     elif args.workdir:
         run_robustness(args.workdir, command=command, **options)
-        print(f"wrote {args.workdir}/robustness/table.md")
+        where = "robustness/generation" if args.suite == "generation" else "robustness"
+        print(f"wrote {args.workdir}/{where}/table.md")
     else:
         raise UserError("robustness needs --workdir RUN or --compare RUN_A RUN_B ...")
 
@@ -223,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     rob = commands.add_parser("robustness", help="attack a trained run's best checkpoint")
     rob.add_argument("--workdir", help="the run (with --compare: where the comparison goes)")
     rob.add_argument(
-        "--suite", help="default | embedding | discrete | noise | advset (the --adv-set alone)"
+        "--suite",
+        help="default | embedding | discrete | noise | advset (the --adv-set alone) | "
+        "generation (chat runs: GCG and embedding attacks on replies)",
     )
     rob.add_argument("--limit", type=int, help="attack only the first N examples")
     rob.add_argument("--compare", nargs="+", metavar="RUN", help="several runs, one table")

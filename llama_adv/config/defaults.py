@@ -265,7 +265,8 @@ def checkpoint_defaults() -> mlc.ConfigDict:
 
 def robustness_defaults() -> mlc.ConfigDict:
     c = mlc.ConfigDict()
-    c.suite = "default"  # named attack suite: default | embedding | discrete | noise
+    # named attack suite: default | embedding | discrete | noise | advset | generation
+    c.suite = "default"
     c.epsilons = (0.0, 0.25, 0.5, 1.0, 2.0)  # L2 radii of the embedding-attack curve
     c.linf_epsilons = (0.0, 0.005, 0.01, 0.02, 0.05)  # L-inf radii (per coordinate)
     c.limit = 0  # examples to attack; 0 = the whole evaluation split
@@ -290,6 +291,18 @@ def robustness_defaults() -> mlc.ConfigDict:
     c.adv_set = ""  # AdvGLUE-format .json or text<TAB>label .tsv file; "" = none
     c.adv_task = "sst2"  # task key inside an AdvGLUE JSON file
     c.num_saved_examples = 20  # rows of examples.jsonl per attack
+    # suite=generation (chat and lm runs): attacks on the harmful behaviours of the split
+    c.generation = mlc.ConfigDict()
+    c.generation.attacks = ("gcg", "embedding")
+    c.generation.gcg_steps = 250  # nanoGCG defaults: 250 steps, width 512, top-k 256
+    c.generation.gcg_search_width = 512
+    c.generation.gcg_topk = 256
+    c.generation.gcg_batch_size = 0  # candidates per forward; 0 = all at once
+    c.generation.embedding_steps = 100  # Schwinn et al.: 100 signed steps of 0.001
+    c.generation.embedding_step_size = 0.001
+    c.generation.embedding_perturb = "suffix"  # suffix | prompt | both
+    c.generation.max_new_tokens = 32  # greedy generation judged (llm-attacks' demo)
+    c.generation.behaviour_batch = 8  # behaviours attacked together
     return c
 
 

@@ -103,6 +103,32 @@ def template_responses(
     return out
 
 
+def prompt_ids(tokenizer, text: str, fmt: ChatFormat | None = None) -> np.ndarray:
+    """The ids ``[P]`` a chat model reads before answering ``text``, as in training (the
+    formatted prompt, after BOS under the built-in format): what generation feeds it."""
+    fmt = chat_format(tokenizer) if fmt is None else fmt
+    ids = np.asarray(tokenizer.encode(fmt.prompt(text)), np.int32)
+    if fmt.adds_specials:
+        ids = np.concatenate([np.asarray([tokenizer.bos_id], np.int32), ids])
+    return ids
+
+
+MARK = "\x00MESSAGE\x00"  # stands for the user's message when splitting the format
+
+
+def turn_frame(tokenizer, fmt: ChatFormat | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(prefix, postfix)`` ids around the user's message in the formatted prompt (BOS in
+    the prefix), so an attack can put a suffix right after the message, inside the turn
+    (GCG's layout). Each side is tokenized on its own, like the message between them."""
+    fmt = chat_format(tokenizer) if fmt is None else fmt
+    before, _, after = fmt.prompt(MARK).partition(MARK)
+    prefix = [int(i) for i in tokenizer.encode(before)] if before.strip() else []
+    if fmt.adds_specials:
+        prefix = [tokenizer.bos_id, *prefix]
+    postfix = [int(i) for i in tokenizer.encode(after)] if after.strip() else []
+    return np.asarray(prefix, np.int32), np.asarray(postfix, np.int32)
+
+
 def encode_chat(
     tokenizer,
     prompts: Sequence[str],

@@ -76,8 +76,13 @@ def format_prompt(config: mlc.ConfigDict, tokenizer, text: str) -> np.ndarray:
       decoder then starts from BOS);
     - ``seq2seq``, decoder-only (prefix LM): those encoder inputs, then the decoder's BOS.
 
-    Chat runs format the prompt with their chat template here (hook: not yet wired).
+    - ``chat``: the prompt in the run's chat format (the tokenizer's template, else the
+      built-in one), as the training data lays it out (:func:`llama_adv.data.chat.prompt_ids`).
     """
+    if config.task.name == "chat":
+        from llama_adv.data.chat import prompt_ids
+
+        return prompt_ids(tokenizer, text)
     ids = [int(i) for i in tokenizer.encode(text)]
     if config.task.name == "seq2seq":
         ids = ids[: config.data.max_length - 1] + [tokenizer.eos_id]

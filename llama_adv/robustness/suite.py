@@ -255,7 +255,12 @@ def prepare(
 
 
 def attack(prepared: Prepared, command: str = "") -> dict[str, Any]:
-    """Runs the prepared suite on the run's best checkpoint; writes ``workdir/robustness/``."""
+    """Runs the prepared suite on the run's best checkpoint; writes ``workdir/robustness/``
+    (the ``generation`` suite: ``workdir/robustness/generation/``, :mod:`.chat_suite`)."""
+    if prepared.suite == "generation":
+        from llama_adv.robustness.chat_suite import attack_generation
+
+        return attack_generation(prepared, command)
     workdir, adv = prepared.workdir, prepared.adv
     run = load_run(workdir, config=prepared.config)
     rc, exp = run.config.robustness, run.exp

@@ -18,6 +18,7 @@ SUITES = {
     "discrete": ("hotflip", "deepwordbug", "noise", "adv_set"),
     "noise": ("noise",),
     "advset": ("adv_set",),
+    "generation": ("generation",),  # chat/lm runs: GCG and the embedding attack on replies
 }
 EMBEDDING_ATTACKS = ("pgd_l2", "pgd_linf", "fgm_l2", "fgm_linf")
 DISCRETE_ATTACKS = ("hotflip", "deepwordbug")
