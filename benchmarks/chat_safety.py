@@ -1,0 +1,138 @@
+"""Chat-model adversarial training on ``synthetic_chat``: instruction fine-tuning (SFT)
+against CAT and LAT, judged by GCG and the embedding-space attack on the harmful
+behaviours of the validation split, and by utility.
+
+    LLAMA_ADV_DATA_DIR=../shared/data python benchmarks/chat_safety.py --out results/chat_safety
+
+Each (method, seed) trains ``configs/chat_<method>.py`` into ``RUNS/<method>_s<seed>``
+and runs ``llama-adv robustness --suite generation`` on it; both steps are skipped when
+their outputs exist, so an interrupted run resumes. Writes ``OUT/results.json`` (every
+run's numbers) and ``OUT/table.md`` (mean and standard deviation over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = {"sft": "configs/chat_sft.py", "cat": "configs/chat_cat.py", "lat": "configs/chat_lat.py"}
+# GCG's budget, below nanoGCG's 250 x 512 x 256 (a 42-word vocabulary has fewer than 256
+# candidates per position; 100 x 128 keeps a run's attack at minutes on 2 cores).
+ATTACK = {"gcg_steps": 100, "gcg_search_width": 128, "gcg_topk": 32}
+
+
+def _run(command: list[str]) -> float:
+    """Runs a ``llama-adv`` command; returns its wall time in seconds."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "llama_adv", *command], check=True, cwd=REPO)
+    return time.perf_counter() - start
+
+
+def run_one(method: str, seed: int, runs: Path) -> dict:
+    workdir = runs / f"{method}_s{seed}"
+    times = {}
+    if not (workdir / "summary.json").is_file():
+        times["train_seconds"] = _run(
+            ["train", "--config", METHODS[method], "--workdir", str(workdir),
+             f"--config.train.seed={seed}", "--config.train.progress_bar=False"]
+        )  # fmt: skip
+    report = workdir / "robustness" / "generation" / "results.json"
+    if not report.is_file():
+        overrides = [f"--config.robustness.generation.{k}={v}" for k, v in ATTACK.items()]
+        times["attack_seconds"] = _run(
+            ["robustness", "--workdir", str(workdir), "--suite", "generation", *overrides]
+        )
+    summary = json.loads((workdir / "summary.json").read_text())
+    attacks = json.loads(report.read_text())
+    return {
+        "method": method,
+        "seed": seed,
+        "workdir": str(workdir),
+        "eval_loss": summary["eval"]["loss"],
+        "clean_asr": attacks["clean"]["asr_target"],
+        "gcg_asr": attacks["attacks"]["gcg"]["asr_target"],
+        "gcg_asr_no_refusal": attacks["attacks"]["gcg"]["asr_refusal"],
+        "gcg_final_loss": attacks["attacks"]["gcg"]["mean_final_loss"],
+        "embedding_asr": attacks["attacks"]["embedding"]["asr_target"],
+        "embedding_final_loss": attacks["attacks"]["embedding"]["mean_final_loss"],
+        "embedding_success_step": attacks["attacks"]["embedding"]["mean_success_step"],
+        "heldout_perplexity": attacks["utility"]["heldout_perplexity"],
+        "clean_refusal_rate": attacks["utility"]["clean_refusal_rate"],
+        "num_behaviours": attacks["num_behaviours"],
+        **times,
+    }
+
+
+COLUMNS = (
+    ("eval_loss", "eval loss (replies)"),
+    ("heldout_perplexity", "held-out perplexity"),
+    ("clean_refusal_rate", "refusals on utility prompts"),
+    ("clean_asr", "harmful target, clean prompt"),
+    ("gcg_asr", "GCG ASR"),
+    ("gcg_final_loss", "GCG target loss"),
+    ("embedding_asr", "embedding-attack ASR"),
+    ("embedding_final_loss", "embedding target loss"),
+)
+
+
+def _cell(values: list) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+def table(rows: list[dict], command: str, commit: str) -> str:
+    lines = [
+        "# Chat-model adversarial training on synthetic_chat: SFT vs CAT vs LAT",
+        "",
+        f"- command: `{command}`",
+        f"- commit: `{commit}`",
+        f"- hardware: {platform.processor() or platform.machine()}, CPU only "
+        f"({len({r['seed'] for r in rows})} seeds; mean ± std)",
+        f"- attacks: GCG {ATTACK['gcg_steps']} steps, search width {ATTACK['gcg_search_width']},"
+        f" top-k {ATTACK['gcg_topk']} (nanoGCG: 250 / 512 / 256); embedding attack 100 signed "
+        "steps of 0.001 on a 20-token suffix (Schwinn et al.); ASR = greedy reply starts with "
+        f"the harmful target; {rows[0]['num_behaviours']} harmful behaviours of the validation "
+        "split",
+        "",
+        "| method | " + " | ".join(title for _, title in COLUMNS) + " |",
+        "|---" * (len(COLUMNS) + 1) + "|",
+    ]
+    for method in METHODS:
+        mine = [r for r in rows if r["method"] == method]
+        if mine:
+            cells = [_cell([r[key] for r in mine]) for key, _ in COLUMNS]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results/chat_safety")
+    parser.add_argument("--runs", default="runs/chat_safety")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    args = parser.parse_args()
+    rows = [run_one(m, s, REPO / args.runs) for m in args.methods for s in args.seeds]
+    out = REPO / args.out
+    out.mkdir(parents=True, exist_ok=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
+    command = "python benchmarks/chat_safety.py " + " ".join(sys.argv[1:])
+    (out / "results.json").write_text(json.dumps({"commit": commit, "rows": rows}, indent=1))
+    (out / "table.md").write_text(table(rows, command.strip(), commit))
+    print((out / "table.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
