@@ -87,7 +87,9 @@ def _cell(values: list) -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "-"
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
 
 def table(rows: list[dict], command: str, commit: str) -> str:
