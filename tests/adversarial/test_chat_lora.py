@@ -63,3 +63,13 @@ def test_lora_fine_tuning_of_an_imported_llama(imported, method, section):
     train = [r for r in rows if r["kind"] == "train"]
     assert len(train) == 2 and all(np.isfinite(r["loss"]) for r in train)
     assert all(r["perturbation_norm"] > 0 for r in train)
+    if method == "cat":  # the generation attacks run on the LoRA run and write their report
+        from llama_adv.cli import main
+
+        cheap = [f"--config.robustness.generation.{k}" for k in (
+            "gcg_steps=2", "gcg_search_width=8", "gcg_topk=4", "embedding_steps=3",
+            "max_new_tokens=6", "behaviour_batch=2")]  # fmt: skip
+        assert main(["robustness", "--workdir", str(workdir), "--suite", "generation",
+                     "--limit", "2", *cheap]) == 0  # fmt: skip
+        results = json.loads((workdir / "robustness/generation/results.json").read_text())
+        assert results["num_behaviours"] == 2 and "gcg" in results["attacks"]
