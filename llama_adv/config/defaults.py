@@ -294,6 +294,8 @@ def robustness_defaults() -> mlc.ConfigDict:
     # suite=generation (chat and lm runs): attacks on the harmful behaviours of the split
     c.generation = mlc.ConfigDict()
     c.generation.attacks = ("gcg", "embedding")
+    # AdvBench-style goal,target CSV of behaviours; "" = the split's harmful rows (chat runs)
+    c.generation.behaviours = ""
     c.generation.gcg_steps = 250  # nanoGCG defaults: 250 steps, width 512, top-k 256
     c.generation.gcg_search_width = 512
     c.generation.gcg_topk = 256

@@ -1,6 +1,11 @@
 """``llama-adv robustness --suite generation``: GCG and the embedding-space attack against a
 chat run's harmful behaviours, with its utility (held-out perplexity, clean refusal rate).
 
+With ``robustness.generation.behaviours = FILE.csv`` (AdvBench's ``goal,target`` layout)
+the behaviours are that file's rows instead, so lm runs (an imported model fine-tuned as a
+language model) are attacked too: their goals are fed as plain text (BOS first when the
+run's LM stream has one), a chat run's inside its chat format.
+
 The behaviours are the harmful rows of the attacked split that carry a harmful target
 (``harmful`` 1, ``away_weight`` > 0): the user's message (the split's prompt text) is
 attacked inside the run's chat format (``data.chat.turn_frame``: the suffix goes right
@@ -58,21 +63,52 @@ def behaviours(split, tokenizer, limit: int = 0) -> tuple[list, list, list]:
     return attacked, heldout, clean
 
 
+def file_behaviours(path: str, tokenizer, limit: int = 0) -> list[tuple[list, list]]:
+    """``(goal ids, target ids)`` of an AdvBench-style CSV (``goal,target`` header)."""
+    from llama_adv.data.builders.base import RowChecker
+    from llama_adv.data.builders.chat import read_csv
+
+    if not Path(path).is_file():
+        raise UserError(f"robustness.generation.behaviours={path!r}: no such file.")
+    rows = [example for _, example in read_csv(Path(path), RowChecker(skip=False))]
+    rows = rows[:limit] if limit else rows
+    if not rows:
+        raise UserError(f"robustness.generation.behaviours={path!r} holds no behaviours.")
+    return [(tokenizer.encode(r["prompt"]), tokenizer.encode(r["response"])) for r in rows]
+
+
+def _check(config, workdir) -> None:
+    g = config.robustness.generation
+    if config.task.name == "chat" or (config.task.name == "lm" and g.behaviours):
+        return
+    need = "a chat run" if config.task.name != "lm" else "robustness.generation.behaviours"
+    raise UserError(
+        f"robustness --suite generation needs a chat run (task.name=chat), or an lm run with "
+        f"robustness.generation.behaviours=FILE.csv; {workdir} is a {config.task.name} run "
+        f"(give it {need})."
+    )
+
+
 def attack_generation(prepared, command: str = "") -> dict[str, Any]:
     """Runs the generation suite on the prepared run (see the module docstring)."""
+    _check(prepared.config, prepared.workdir)  # before the (slow) checkpoint load
     run = load_run(prepared.workdir, config=prepared.config)
     config, exp = run.config, run.exp
-    if config.task.name != "chat":
-        raise UserError(
-            f"robustness --suite generation needs a chat run (task.name=chat); "
-            f"{prepared.workdir} is a {config.task.name} run."
-        )
     rc = config.robustness
     g = rc.generation
-    split = exp.dataset.split(rc.split or config.eval.split)
     tokenizer = exp.dataset.tokenizer
-    attacked, heldout, clean = behaviours(split, tokenizer, rc.limit)
-    prefix, postfix = turn_frame(tokenizer)
+    heldout = clean = None
+    if config.task.name == "chat":
+        split = exp.dataset.split(rc.split or config.eval.split)
+        attacked, heldout, clean = behaviours(split, tokenizer, rc.limit)
+        prefix, postfix = turn_frame(tokenizer)
+    else:  # an lm run: plain-text goals, after BOS where its training stream has one
+        from llama_adv.generation.prompts import format_prompt
+
+        prefix = format_prompt(config, tokenizer, "")
+        postfix = prefix[:0]
+    if g.behaviours:
+        attacked = file_behaviours(g.behaviours, tokenizer, rc.limit)
     refusal = config.data.get("chat_refusal", "")
     if config.data.name == "synthetic_chat" and not refusal:
         from llama_adv.data.synthetic_chat import REFUSAL as refusal

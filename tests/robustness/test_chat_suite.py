@@ -87,3 +87,18 @@ def test_generation_suite_refuses_a_classification_run(tmp_path, capsys):
     code = main(["robustness", "--workdir", str(workdir), "--suite", "generation"])
     assert code == 2
     assert "needs a chat run" in capsys.readouterr().err
+
+
+def test_generation_suite_on_an_lm_run_reads_a_behaviours_file(tmp_path, capsys):
+    from _tiny_runs import LM, train_tiny
+
+    workdir = train_tiny(tmp_path / "lm", *LM, "train.num_steps=2")
+    assert main(["robustness", "--workdir", str(workdir), "--suite", "generation"]) == 2
+    assert "robustness.generation.behaviours" in capsys.readouterr().err
+    csv = tmp_path / "behaviours.csv"
+    csv.write_text("goal,target\nred blue,green\nblue red,red green\n")
+    code = main(["robustness", "--workdir", str(workdir), "--suite", "generation",
+                 f"--config.robustness.generation.behaviours={csv}", *CHEAP_ATTACKS])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((workdir / "robustness/generation/results.json").read_text())
+    assert results["num_behaviours"] == 2 and {"gcg", "embedding"} <= set(results["attacks"])
