@@ -32,7 +32,7 @@ lint: $(VENV)/.installed-test
 
 # The CI suite: everything but tests marked slow (full real-data preparations, ~1 h on 2 cores).
 test: lint
-	$(BIN)/pytest -n 2 -m "not slow" tests
+	$(BIN)/pytest -n 2 -m "not slow" --durations=25 tests
 
 test-all: lint
 	$(BIN)/pytest -n 2 tests
