@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -70,6 +69,7 @@ def run_one(method: str, seed: int, runs: Path) -> dict:
         "heldout_perplexity": attacks["utility"]["heldout_perplexity"],
         "clean_refusal_rate": attacks["utility"]["clean_refusal_rate"],
         "num_behaviours": attacks["num_behaviours"],
+        "commit": attacks["provenance"]["commit"],
         **times,
     }
 
@@ -95,14 +95,17 @@ def _cell(values: list) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
 
-def table(rows: list[dict], command: str, commit: str) -> str:
+def table(rows: list[dict], command: str) -> str:
+    from llama_adv.robustness.report import provenance
+
+    where = provenance(command)
     lines = [
         "# Chat-model adversarial training on synthetic_chat: SFT vs CAT vs LAT",
         "",
         f"- command: `{command}`",
-        f"- commit: `{commit}`",
-        f"- hardware: {platform.processor() or platform.machine()}, CPU only "
-        f"({len({r['seed'] for r in rows})} seeds; mean ± std)",
+        f"- commit of the runs and attacks: `{', '.join(sorted({r['commit'] for r in rows}))}`",
+        f"- hardware: {where['hardware']} ({len({r['seed'] for r in rows})} seeds; "
+        "mean ± std over them)",
         f"- attacks: GCG {ATTACK['gcg_steps']} steps, search width {ATTACK['gcg_search_width']},"
         f" top-k {ATTACK['gcg_topk']} (nanoGCG: 250 / 512 / 256); embedding attack "
         f"{ATTACK['embedding_steps']} signed steps of 0.001 on a 20-token suffix (Schwinn et "
@@ -121,6 +124,21 @@ def table(rows: list[dict], command: str, commit: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+NOTES = """
+What the table shows, and does not: a 0.1M-parameter decoder trained from scratch for 600
+steps on a toy task, so directions, not magnitudes. Nothing reaches the harmful target
+from a clean prompt. Under GCG no run's reply starts with the target within the budget,
+but the target loss GCG reaches rises from SFT to CAT to LAT: both defences make the
+discrete attack's job harder. The unbounded embedding-space attack on a free suffix (the
+threat model of Schwinn et al. 2024) breaks every model; CAT, trained against a small
+bounded perturbation of the prompt tokens, is broken more often than SFT here, LAT about as
+often: robustness to the training threat does not carry over to an unbounded suffix, the
+point Schwinn et al. make about fixed-attack defences. Utility cost: the reply loss and
+held-out perplexity rise slightly for both defences; utility prompts are almost never
+refused.
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/chat_safety")
@@ -131,12 +149,10 @@ def main() -> None:
     rows = [run_one(m, s, REPO / args.runs) for m in args.methods for s in args.seeds]
     out = REPO / args.out
     out.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
-    ).stdout.strip()
-    command = "python benchmarks/chat_safety.py " + " ".join(sys.argv[1:])
-    (out / "results.json").write_text(json.dumps({"commit": commit, "rows": rows}, indent=1))
-    (out / "table.md").write_text(table(rows, command.strip(), commit))
+    command = ("python benchmarks/chat_safety.py " + " ".join(sys.argv[1:])).strip()
+    text = table(rows, command)
+    (out / "results.json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
+    (out / "table.md").write_text(text + NOTES)
     print((out / "table.md").read_text())
 
 
