@@ -108,6 +108,44 @@ class SentencePieceTokenizer(_Specials):
         return self.sp.decode([int(i) for i in ids if int(i) > UNK])
 
 
+class ExtraIds:
+    """``base`` with ``extra_ids`` ids appended past its vocabulary (T5's sentinels).
+
+    Sentinel ``k`` (0-based) is id ``vocab_size - 1 - k``, counting down from the last id
+    as T5's ``<extra_id_k>``; the text never encodes to them, ``decode`` writes them as
+    ``<extra_id_k>``.
+    """
+
+    def __init__(self, base, extra_ids: int):
+        self.base, self.extra_ids = base, int(extra_ids)
+        self.pad_id, self.bos_id, self.eos_id, self.unk_id = (
+            base.pad_id, base.bos_id, base.eos_id, base.unk_id
+        )  # fmt: skip
+
+    @property
+    def vocab_size(self) -> int:
+        return self.base.vocab_size + self.extra_ids
+
+    def sentinel(self, k: int) -> int:
+        return self.vocab_size - 1 - k
+
+    def encode(self, text: str) -> list[int]:
+        return self.base.encode(text)
+
+    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+        return self.base.encode_batch(texts)
+
+    def decode(self, ids) -> str:
+        parts, run = [], []
+        for i in (int(i) for i in ids):
+            if i >= self.base.vocab_size:
+                parts += [self.base.decode(run), f"<extra_id_{self.vocab_size - 1 - i}>"]
+                run = []
+            else:
+                run.append(i)
+        return "".join(parts + [self.base.decode(run)])
+
+
 def train_sentencepiece(
     texts: list[str], vocab_size: int, model_type: str, max_sentences: int = 300_000
 ) -> bytes:
