@@ -135,7 +135,10 @@ def test_finetune_with_another_vocabulary_is_refused(pretrained, imdb, tmp_path)
 
 def test_bad_shared_tokenizer_paths_are_user_errors(pretrained, imdb, tmp_path):
     cache, _ = pretrained
-    for spec, match in ((tmp_path / "missing", "does not exist"), (tmp_path, "holds no")):
+    (tmp_path / "bad.model").write_text("not a model")
+    cases = ((tmp_path / "missing", "does not exist"), (tmp_path, "holds no"),
+             (tmp_path / "bad.model", "not a SentencePiece model"))  # fmt: skip
+    for spec, match in cases:
         config = _config("imdb.py", imdb, cache, f"data.tokenizer=spm:{spec}")
         with pytest.raises(UserError, match=match):
             load_dataset(config.data)

@@ -3,6 +3,9 @@
 - :class:`ByteTokenizer` (the default): UTF-8 bytes shifted past the specials; no training.
 - :class:`SentencePieceTokenizer`: unigram or BPE, trained on a dataset's training split
   with ``pad=0, bos=1, eos=2, unk=3`` (see :mod:`llama_adv.data.vocab` for the cache).
+- :class:`ExtraIds`: any of them with ids appended past its vocabulary (T5's sentinels,
+  ``data.extra_ids``); ``data.tokenizer=spm:RUN`` reuses a run's SentencePiece model
+  (:mod:`llama_adv.data.shared_vocab`).
 - :class:`HFTokenizer`: a Hugging Face ``tokenizer.json`` for imported checkpoints. Its
   bos/eos/unk ids are the checkpoint's own; padding always uses id 0, which the models
   treat as padding (true of LLaMA's ``<unk>`` and T5's ``<pad>``).
