@@ -108,7 +108,7 @@ def _data(c: mlc.ConfigDict, task: str) -> None:
     _one_of(c, "data", "spm_model_type", ("unigram", "bpe"))
     if c.name in SYNTHETIC_MIN_LENGTH:
         # The synthetic tasks have their own word/letter vocabularies and fixed lengths.
-        for name, default in (("tokenizer", "byte"), ("length_buckets", ())):
+        for name, default in (("tokenizer", "byte"), ("length_buckets", ()), ("objective", "")):
             value = tuple(c[name]) if name == "length_buckets" else c[name]
             if value != default:
                 raise _fail(
