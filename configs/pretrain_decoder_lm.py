@@ -28,6 +28,10 @@ d_model 256, 4 heads, gated MLP 768): 3.4M parameters in the blocks + 4.1M in th
 cost at ``STEPS``). The run resumes from its checkpoints (every 250 steps), so it may be
 trained in several sittings.
 
+Reports: ``RUN/metrics.jsonl`` train rows log ``tokens_per_sec`` (and ``examples_per_sec``),
+eval rows (every 500 steps and at the end) the validation next-token ``loss``, ``perplexity``
+(exp of the loss) and token ``accuracy``; ``summary.json`` the median ``step_time_sec``.
+
 Variants: ``steps=N``, ``tiny`` (a 1-layer model on 200 reviews, byte tokens: tests).
 """
 

@@ -23,6 +23,10 @@ embedding (16,100 rows) = 11,991,808 parameters. A step is 32 windows: 8,192 enc
 2,048 decoder positions (9,088 raw corpus tokens); the 1,300 steps, as many as the
 decoder's, cover 11.8M of the corpus's 23M tokens. See ``STEPS`` for the measured cost.
 
+Reports: ``RUN/metrics.jsonl`` train rows log ``tokens_per_sec`` (and ``examples_per_sec``),
+eval rows (every 500 steps and at the end) the validation span-corruption ``loss``, ``perplexity``
+(exp of the loss) and token ``accuracy``; ``summary.json`` the median ``step_time_sec``.
+
 Variants: ``steps=N``, ``tiny`` (1 layer per stack, 200 reviews, byte tokens: tests).
 """
 
