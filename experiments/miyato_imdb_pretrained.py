@@ -5,7 +5,9 @@ with the 50,000 unlabelled reviews) and both (``adv.method=fgm_vat``).
 Every run fine-tunes the decoder pre-trained as a language model on IMDB train + unsup
 (``configs/pretrain_decoder_lm.py``; the paper pre-trains its LSTM on the same reviews),
 tokenizing with that run's SentencePiece vocabulary (``data.tokenizer=spm:RUN``). The
-error is measured on all 25,000 test reviews, which pre-training never read.
+error is measured on all 25,000 test reviews, which pre-training never read. 10 runs
+(5 rows x 2 seeds), about 60 h on this project's 2 shared CPU cores (``BUDGET``,
+measured): run it where a GPU is.
 
     LLAMA_ADV_DATA_DIR=../shared/data llama-adv train \\
         --config configs/pretrain_decoder_lm.py --workdir runs/pretrain_decoder
@@ -113,4 +115,16 @@ def get_experiment(arg=None):
     )
 
 
-BUDGET = "not measured yet"
+# Measured 2026-12-01 (6 steps of seed 0 from scratch, the same shapes and passes; the
+# 2-CPU machine shared with other work at load 6; seconds per step): baseline 5.5, adversarial
+# (FGM) 10.3, virtual adversarial (batches of 96) 47.6; random perturbation (two passes)
+# taken as FGM's and FGM + VAT as VAT's plus FGM's extra pass (~58), not measured.
+# 782 steps x (5.5 + 10.3 + 10.3 + 47.6 + 58) = 28.6 h a seed; evaluating the 25,000 test
+# reviews costs about 25 min a run (256 reviews measured at under 20 s).
+BUDGET = (
+    "measured 2026-12-01, a few steps of each kind of row on 2 shared CPU cores (load ~6): "
+    "5.5 s (baseline) to 47.6 s (VAT, batches of 96) a step; one epoch of the 5 rows is "
+    "about 29 h a seed plus ~25 min of test evaluation a run: ~60 h for 2 seeds at that "
+    "load (perhaps half alone). The two VAT rows are 80% of it. Needs "
+    "runs/pretrain_decoder first."
+)

@@ -7,7 +7,9 @@ encoder-decoder of ``configs/pretrain_t5_span.py`` (span corruption). Fine-tunin
 tokenizes with the pre-training's SentencePiece vocabulary (``data.tokenizer=spm:RUN``;
 ``train.init_from`` refuses another one), loads the body and initialises the classifier
 (``RUN/init_report.json``). Clean GLUE-dev accuracy and accuracy under the evaluation's
-embedding PGD-5 attack; one epoch (2,105 steps of 32 sentences), 3 seeds.
+embedding PGD-5 attack; one epoch (2,105 steps of 32 sentences), 3 seeds: 27 runs, about
+32 h on this project's 2 shared CPU cores (``BUDGET``, measured), so run it where a GPU is,
+or the ``pilot`` first.
 
 First pre-train (``runs/`` of the repository root; the decoder's run is ~2 h alone)::
 
@@ -123,5 +125,14 @@ def get_experiment(arg=None):
     )
 
 
-# Measured: see the end of this file's history (commit message) and the report.
-BUDGET = "not measured yet"
+# Measured 2026-12-01 (30 steps of seed 0 from scratch, the same shapes and passes; the
+# 2-CPU machine shared with other work at load 5-7; seconds per step): decoder none 0.65,
+# fgm 3.0, freelb 2.1, smart 2.5, random 2.0, vat 2.4, adaptive 2.6; t5 none 1.2,
+# freelb 1.8. Sum 18.3 s for one step of every row: x 2,105 steps = 10.7 h a seed.
+BUDGET = (
+    "measured 2026-12-01, a few steps of each row on 2 shared CPU cores (load 5-7): "
+    "0.65 s (decoder none) to 3.0 s (decoder fgm) a step, 18.3 s for all 9 rows; one epoch "
+    "(2,105 steps) of every row is about 10.7 h a seed, 32 h for 3 seeds at that load "
+    "(perhaps half alone), plus 1-2 min of evaluation a run; pilot (none, fgm; seed 0) "
+    "about 2.2 h. Needs runs/pretrain_decoder and runs/pretrain_t5 first."
+)
