@@ -77,6 +77,13 @@ def data_defaults() -> mlc.ConfigDict:
     c.target_max_length = 32  # decoder-side length for seq2seq
     c.length_buckets = ()  # batch lengths (e.g. (64, 128, 256)); () = always max_length
     c.pack_eos = False  # lm packing: append EOS after each example (document-per-example data)
+    # what the text is for: "" = from the features (labels -> classification, ...) | lm:
+    # next-token prediction on the packed text, labels ignored (pre-training on IMDB) |
+    # span_corruption: T5's objective, seq2seq batches (llama_adv/data/span_corruption.py)
+    c.objective = ""
+    c.extra_ids = 0  # ids appended past the tokenizer's vocabulary: T5's sentinels
+    c.noise_density = 0.15  # span_corruption: fraction of tokens masked (T5: 0.15)
+    c.mean_noise_span_length = 3.0  # span_corruption: mean masked span (T5: 3)
     c.train_split = "train"  # TFDS split syntax allowed, e.g. "train+unsup"
     c.num_train = 20000  # synthetic tasks: examples in the train split
     c.num_eval = 1000  # synthetic tasks: examples in validation and test

@@ -169,7 +169,9 @@ def _load_python(path: Path, arg: str | None) -> mlc.ConfigDict:
 LATER_SECTIONS = ("mesh",)
 # Config entries added after runs were made whose defaults do what the code did before
 # they existed: a run's config.json without them is the same run as one with defaults.
-NEUTRAL_ADDITIONS = ("mesh", "model.lora", "eval.attack.radius_unit", "robustness.radius_unit")
+NEUTRAL_ADDITIONS = ("mesh", "model.lora", "eval.attack.radius_unit", "robustness.radius_unit",
+                     "data.objective", "data.extra_ids", "data.noise_density",
+                     "data.mean_noise_span_length")  # fmt: skip
 
 
 def same_run_config(old: Mapping, new: Mapping) -> bool:

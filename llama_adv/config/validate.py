@@ -106,13 +106,17 @@ def _data(c: mlc.ConfigDict, task: str) -> None:
             "data.length_buckets", buckets, f"must not exceed data.max_length={c.max_length}"
         )
     tokenizer = c.tokenizer
-    if tokenizer not in ("byte", "sentencepiece") and not tokenizer.startswith("hf:"):
-        raise _fail("data.tokenizer", tokenizer, "must be byte, sentencepiece or hf:PATH")
+    if tokenizer not in ("byte", "sentencepiece") and not tokenizer.startswith(("hf:", "spm:")):
+        raise _fail(
+            "data.tokenizer", tokenizer, "must be byte, sentencepiece, spm:RUN_OR_FILE or hf:PATH"
+        )
+    _one_of(c, "data", "objective", ("", "lm", "span_corruption"))
+    _at_least(c, "data", 0, "extra_ids")
     _one_of(c, "data", "spm_model_type", ("unigram", "bpe"))
     _between(c, "data", 0.0, 1.0, "harmful_fraction")
     if c.name in SYNTHETIC_MIN_LENGTH:
         # The synthetic tasks have their own word/letter vocabularies and fixed lengths.
-        for name, default in (("tokenizer", "byte"), ("length_buckets", ())):
+        for name, default in (("tokenizer", "byte"), ("length_buckets", ()), ("objective", "")):
             value = tuple(c[name]) if name == "length_buckets" else c[name]
             if value != default:
                 raise _fail(

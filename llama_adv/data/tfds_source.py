@@ -8,7 +8,11 @@ tokenizer, and returns a :class:`Dataset` whose splits are read and encoded on f
 
 The task comes from the features: the chat builder's ``prompt``/``response``/``away``/
 ``harmful`` -> chat (:mod:`llama_adv.data.chat`); ``data.target_field`` set -> seq2seq; a
-ClassLabel ``data.label_field`` -> classification; otherwise language modelling.
+ClassLabel ``data.label_field`` -> classification; otherwise language modelling over the
+text. ``data.objective`` overrides that for pre-training on the text alone: ``lm`` (packed
+next-token prediction) or ``span_corruption`` (T5's, seq2seq batches:
+:mod:`llama_adv.data.span_corruption`). ``data.tokenizer=spm:RUN`` reuses another run's
+SentencePiece model (:mod:`llama_adv.data.shared_vocab`).
 
 Unlabelled examples (IMDB's ``unsup`` split, for semi-supervised VAT) keep the label -1
 used by TFDS and ``weight`` 1.0: ``weight`` marks real examples (0 only on evaluation
@@ -30,12 +34,13 @@ from pathlib import Path
 import ml_collections as mlc
 import numpy as np
 
-from llama_adv.data import chat, encode
+from llama_adv.data import chat, encode, shared_vocab, span_corruption
 from llama_adv.data.base import Dataset, Split
 from llama_adv.data.builders import SOURCES, builder_config
 from llama_adv.data.paths import cache_root, source_dir
 from llama_adv.data.tokenizers import (
     ByteTokenizer,
+    ExtraIds,
     HFTokenizer,
     SentencePieceTokenizer,
     train_sentencepiece,
@@ -183,21 +188,31 @@ def _decode(values: np.ndarray, where: str) -> list[str]:
 def build_tokenizer(config: mlc.ConfigDict, builder, fields: list[str]):
     """The configured tokenizer; SentencePiece is trained once and cached by a key of the
     dataset, fields, split and settings (``<cache>/tokenizers/<key>.model``)."""
-    kind = config.tokenizer
+    tokenizer, extra_ids = _base_tokenizer(config, builder, fields)
+    return ExtraIds(tokenizer, extra_ids) if extra_ids else tokenizer
+
+
+def _base_tokenizer(config: mlc.ConfigDict, builder, fields: list[str]):
+    """``(tokenizer, extra ids)``; the extra ids are ``data.extra_ids``, or for
+    ``spm:RUN`` those of that run."""
+    kind, extra_ids = config.tokenizer, int(config.get("extra_ids", 0))
     if kind == "byte":
-        return ByteTokenizer()
+        return ByteTokenizer(), extra_ids
     if kind.startswith("hf:"):
-        return HFTokenizer(kind[3:])
+        return HFTokenizer(kind[3:]), extra_ids
+    if kind.startswith(shared_vocab.PREFIX):
+        return shared_vocab.load_shared(kind[len(shared_vocab.PREFIX) :], extra_ids)
     if kind != "sentencepiece":
         raise UserError(
-            f"data.tokenizer={kind!r} is not byte, sentencepiece or hf:/path/tokenizer.json."
+            f"data.tokenizer={kind!r} is not byte, sentencepiece, spm:RUN_OR_MODEL_FILE or "
+            "hf:/path/tokenizer.json."
         )
     split = config.tokenizer_split or config.train_split
     settings = [_dataset_key(builder), fields, split, config.vocab_size, config.spm_model_type]
     key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
     path = cache_root(config) / "tokenizers" / f"{config.name.replace('/', '_')}-{key}.model"
     if path.exists():
-        return SentencePieceTokenizer(path)
+        return SentencePieceTokenizer(path), extra_ids
     texts = read_texts(builder, split, fields)
     corpus = [t for f in fields for t in _decode(texts[f], f"{config.name}[{split}]")]
     print(
@@ -209,7 +224,7 @@ def build_tokenizer(config: mlc.ConfigDict, builder, fields: list[str]):
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(model)
     tmp.replace(path)  # atomic: a concurrent reader never sees half a model
-    return SentencePieceTokenizer(model)
+    return SentencePieceTokenizer(model), extra_ids
 
 
 def _buckets(config: mlc.ConfigDict) -> tuple[int, ...]:
@@ -257,7 +272,10 @@ def load_tfds_dataset(config: mlc.ConfigDict) -> Dataset:
     target_field = config.target_field or (source.target_field if source else "")
     label_field = config.label_field or "label"
     _check_field(features, text_field, "text_field")
-    if target_field:
+    if config.objective:  # pre-training on the text alone, whatever else the features hold
+        target_field = ""
+        task = "lm" if config.objective == "lm" else "seq2seq"
+    elif target_field:
         _check_field(features, target_field, "target_field")
         task = "seq2seq"
     elif label_field in features and type(features[label_field]).__name__ == "ClassLabel":
@@ -289,6 +307,20 @@ def load_tfds_dataset(config: mlc.ConfigDict) -> Dataset:
                 )
             arrays = encode.classification(ids, labels, config.max_length, tokenizer.eos_id)
             return Split(arrays, texts, length_buckets=buckets)
+        if config.objective == "span_corruption":
+            arrays = span_corruption.span_corruption_arrays(
+                ids,
+                inputs_length=config.max_length,
+                targets_length=config.target_max_length,
+                density=config.noise_density,
+                mean_span_length=config.mean_noise_span_length,
+                vocab_size=tokenizer.vocab_size,
+                extra_ids=int(getattr(tokenizer, "extra_ids", 0)),
+                bos=tokenizer.bos_id,
+                eos=tokenizer.eos_id,
+                seed=config.seed,
+            )
+            return Split(arrays, length_buckets=buckets)
         if task == "seq2seq":
             refs = _decode(raw[target_field], where)
             arrays = encode.seq2seq(

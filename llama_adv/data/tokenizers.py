@@ -3,6 +3,9 @@
 - :class:`ByteTokenizer` (the default): UTF-8 bytes shifted past the specials; no training.
 - :class:`SentencePieceTokenizer`: unigram or BPE, trained on a dataset's training split
   with ``pad=0, bos=1, eos=2, unk=3`` (see :mod:`llama_adv.data.vocab` for the cache).
+- :class:`ExtraIds`: any of them with ids appended past its vocabulary (T5's sentinels,
+  ``data.extra_ids``); ``data.tokenizer=spm:RUN`` reuses a run's SentencePiece model
+  (:mod:`llama_adv.data.shared_vocab`).
 - :class:`HFTokenizer`: a Hugging Face ``tokenizer.json`` for imported checkpoints. Its
   bos/eos/unk ids are the checkpoint's own; padding always uses id 0, which the models
   treat as padding (true of LLaMA's ``<unk>`` and T5's ``<pad>``).
@@ -106,6 +109,44 @@ class SentencePieceTokenizer(_Specials):
 
     def decode(self, ids) -> str:
         return self.sp.decode([int(i) for i in ids if int(i) > UNK])
+
+
+class ExtraIds:
+    """``base`` with ``extra_ids`` ids appended past its vocabulary (T5's sentinels).
+
+    Sentinel ``k`` (0-based) is id ``vocab_size - 1 - k``, counting down from the last id
+    as T5's ``<extra_id_k>``; the text never encodes to them, ``decode`` writes them as
+    ``<extra_id_k>``.
+    """
+
+    def __init__(self, base, extra_ids: int):
+        self.base, self.extra_ids = base, int(extra_ids)
+        self.pad_id, self.bos_id, self.eos_id, self.unk_id = (
+            base.pad_id, base.bos_id, base.eos_id, base.unk_id
+        )  # fmt: skip
+
+    @property
+    def vocab_size(self) -> int:
+        return self.base.vocab_size + self.extra_ids
+
+    def sentinel(self, k: int) -> int:
+        return self.vocab_size - 1 - k
+
+    def encode(self, text: str) -> list[int]:
+        return self.base.encode(text)
+
+    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+        return self.base.encode_batch(texts)
+
+    def decode(self, ids) -> str:
+        parts, run = [], []
+        for i in (int(i) for i in ids):
+            if i >= self.base.vocab_size:
+                parts += [self.base.decode(run), f"<extra_id_{self.vocab_size - 1 - i}>"]
+                run = []
+            else:
+                run.append(i)
+        return "".join(parts + [self.base.decode(run)])
 
 
 def train_sentencepiece(

@@ -26,6 +26,7 @@ import numpy as np
 from llama_adv.config import to_json
 from llama_adv.config.validate import validate_config
 from llama_adv.data.pipeline import TrainStream
+from llama_adv.data.shared_vocab import check_same_tokenizer, save_tokenizer
 from llama_adv.errors import UserError
 from llama_adv.models import count_params
 from llama_adv.train.checkpoint import Checkpointer, UnreadableCheckpoints
@@ -212,7 +213,8 @@ def train_and_evaluate(
         check_devices(config.train.num_devices)
         exp = build_experiment(config)
         if config.train.init_from:
-            resolve_source(config.train.init_from)  # a bad path fails before anything is written
+            # A bad path, or a source that tokenized otherwise, fails before anything is written.
+            check_same_tokenizer(resolve_source(config.train.init_from), exp.dataset.tokenizer)
     with contextlib.ExitStack() as lock:
         with together():
             if is_main():  # process 0 holds the lock for all processes of the run
@@ -333,6 +335,7 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
     if is_main():
         (workdir / "summary.json").unlink(missing_ok=True)
         _write_config(workdir, resolved, note)
+        save_tokenizer(workdir, exp.dataset.tokenizer)  # for data.tokenizer=spm:WORKDIR
 
     train_step = make_train_step(
         exp.model, exp.task, exp.method, optimizer, schedule, mesh, config.adv,

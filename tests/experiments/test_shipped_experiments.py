@@ -7,7 +7,8 @@ from llama_adv.experiments.runner import INVALID, NEW, plan_run
 from llama_adv.experiments.spec import expand, load_experiment
 
 SHIPPED = {"sst2_methods.py": 39, "freelb_ablation.py": 27, "miyato_imdb.py": 10,
-           "arch_compare.py": 12}  # fmt: skip
+           "arch_compare.py": 12, "sst2_pretrained.py": 27,
+           "miyato_imdb_pretrained.py": 10}  # fmt: skip
 
 
 def test_every_experiment_file_is_tested():
