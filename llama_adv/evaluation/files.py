@@ -11,7 +11,9 @@ Formats, by the dataset's task:
 - seq2seq: ``source<TAB>target`` lines, ``.jsonl`` objects ``{"source", "target"}``, or a
   line-aligned pair ``STEM.<src>`` / ``STEM.<tgt>`` (the ``parallel_text`` layout; pass
   ``STEM`` or ``STEM.<src>``; languages are ``data.text_field`` / ``data.target_field``,
-  by default en / de).
+  by default en / de);
+- chat: the chat files of the ``chat_file`` dataset (Alpaca-style ``.json`` / ``.jsonl``,
+  AdvBench-style ``.csv``; :mod:`llama_adv.data.builders.chat`), in the run's chat format.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ FORMATS = {
     "classification": "text<TAB>label lines or .jsonl {text, label}",
     "lm": "plain text lines or .jsonl {text}",
     "seq2seq": "source<TAB>target lines, .jsonl {source, target}, or STEM.<src>/STEM.<tgt>",
+    "chat": "Alpaca-style .json/.jsonl or AdvBench-style .csv chat files",
 }
 
 
@@ -161,6 +164,24 @@ def _seq2seq(path: Path, dataset: Dataset, config: mlc.ConfigDict) -> Split:
     return Split(arrays, sources, targets)
 
 
+def _chat(path: Path, dataset: Dataset, config: mlc.ConfigDict) -> Split:
+    from llama_adv.data.builders.base import RowChecker
+    from llama_adv.data.builders.chat import read_chat_file
+    from llama_adv.data.chat import chat_split
+
+    rows = [row for _, row in read_chat_file(path, RowChecker(config.data.skip_malformed))]
+    _non_empty(rows, path)
+    return chat_split(
+        dataset.tokenizer,
+        [r["prompt"] for r in rows],
+        [r["response"] for r in rows],
+        [r["away"] for r in rows],
+        [r["harmful"] for r in rows],
+        config.data.max_length,
+        config.data.chat_refusal,
+    )
+
+
 def _non_empty(rows: list, path: Path) -> None:
     if not rows:
         raise UserError(f"--file {path} holds no examples.")
@@ -192,7 +213,8 @@ def split_from_file(path: str | Path, dataset: Dataset, config: mlc.ConfigDict) 
       UserError: a missing, unreadable or malformed file, or one with no examples.
     """
     path = check_file(path, dataset.task, config)
-    read = {"classification": _classification, "lm": _lm, "seq2seq": _seq2seq}[dataset.task]
+    readers = {"classification": _classification, "lm": _lm, "seq2seq": _seq2seq, "chat": _chat}
+    read = readers[dataset.task]
     split = read(path, dataset, config)
     split.tokenizer = dataset.tokenizer
     return split

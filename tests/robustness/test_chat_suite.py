@@ -102,3 +102,22 @@ def test_generation_suite_on_an_lm_run_reads_a_behaviours_file(tmp_path, capsys)
     assert code == 0, capsys.readouterr().err
     results = json.loads((workdir / "robustness/generation/results.json").read_text())
     assert results["num_behaviours"] == 2 and {"gcg", "embedding"} <= set(results["attacks"])
+
+
+def test_evaluate_a_chat_file_equals_the_split_it_holds(chat_run, tmp_path, capsys):
+    from llama_adv.data import load_dataset
+
+    workdir, config = chat_run
+    split = load_dataset(config.data).split("validation")
+    rows = [{"instruction": p, "output": r, "harmful": int(h)}
+            for p, r, h in zip(split.texts, split.references, split.arrays["harmful"],
+                               strict=True)]  # fmt: skip
+    path = tmp_path / "validation.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    results = {}
+    for name, flag in (("split", ["--split", "validation"]), ("file", ["--file", str(path)])):
+        out = tmp_path / f"{name}.json"
+        assert main(["evaluate", "--workdir", str(workdir), *flag, "--out", str(out)]) == 0
+        results[name] = json.loads(out.read_text())["eval"]
+    for key, value in results["split"].items():
+        np.testing.assert_allclose(results["file"][key], value, rtol=1e-5, err_msg=key)
