@@ -332,7 +332,9 @@ def load_tokenizer(path: str | Path) -> Any:
 def save_imported(
     out: str | Path, model_section: mlc.ConfigDict, params: Params, tokenizer_dir: str | Path = ""
 ) -> Path:
-    """Writes ``config.json`` (a full run config), ``params.msgpack`` and ``tokenizer.json``."""
+    """Writes ``config.json`` (a full run config), ``params.msgpack`` and ``tokenizer.json``
+    (with ``tokenizer_config.json`` and ``chat_template.jinja`` when the checkpoint has them:
+    the chat template travels with the tokenizer, :mod:`llama_adv.data.chat_template`)."""
     from flax import serialization
 
     from llama_adv.config import get_default_config, to_json
@@ -345,8 +347,14 @@ def save_imported(
     (out / PARAMS_FILE).write_bytes(serialization.msgpack_serialize(jax.device_get(params)))
     tokenizer = Path(tokenizer_dir) / "tokenizer.json" if tokenizer_dir else None
     if tokenizer is not None and tokenizer.exists():
-        shutil.copyfile(tokenizer, out / "tokenizer.json")
+        for name in TOKENIZER_FILES:
+            if (tokenizer.parent / name).is_file():
+                shutil.copyfile(tokenizer.parent / name, out / name)
     return out
+
+
+#: what ``import-hf`` copies beside the parameters: the tokenizer and its chat template
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
 def load_imported(path: str | Path) -> tuple[dict[str, Any], Params]:

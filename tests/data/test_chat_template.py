@@ -179,3 +179,15 @@ def test_raise_exception_and_bad_templates_are_user_errors():
     )
     with pytest.raises(UserError, match="does not start with the rendered prompt"):
         not_prefix.response("q", "r")
+
+
+def test_import_hf_keeps_the_chat_template_beside_the_tokenizer(tmp_path):
+    """``import-hf`` copies ``tokenizer_config.json`` with ``tokenizer.json``, so a run on
+    ``data.tokenizer=hf:IMPORTED/tokenizer.json`` renders the checkpoint's template."""
+    from llama_adv.config import get_default_config
+    from llama_adv.models.hf_import import save_imported
+
+    write_tokenizer(tmp_path / "hf", LLAMA3, "<|eot_id|>")
+    out = save_imported(tmp_path / "imported", get_default_config().model, {}, tmp_path / "hf")
+    assert (out / "tokenizer_config.json").is_file()
+    assert chat_format(HFTokenizer(out / "tokenizer.json")).source == LLAMA3
