@@ -113,6 +113,19 @@ def prompt_ids(tokenizer, text: str, fmt: ChatFormat | None = None) -> np.ndarra
     return ids
 
 
+def stop_id(tokenizer, fmt: ChatFormat | None = None) -> int:
+    """The id a chat reply ends with: the template's ``eos_token`` when it is one token
+    (LLaMA-3-Instruct's ``<|eot_id|>``, not the tokenizer's ``<|end_of_text|>``), else the
+    tokenizer's EOS (the built-in format)."""
+    fmt = chat_format(tokenizer) if fmt is None else fmt
+    eos = getattr(fmt, "special_tokens", {}).get("eos_token")
+    if eos:
+        ids = tokenizer.encode(eos)
+        if len(ids) == 1:
+            return int(ids[0])
+    return int(tokenizer.eos_id)
+
+
 MARK = "\x00MESSAGE\x00"  # stands for the user's message when splitting the format
 
 

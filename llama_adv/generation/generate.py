@@ -76,12 +76,16 @@ def encode_prompts(config: mlc.ConfigDict, tokenizer, texts: list[str]) -> np.nd
     return out
 
 
-def make_generate_fn(model, encoder_decoder: bool, sampling: Sampling, tokenizer) -> Callable:
+def make_generate_fn(
+    model, encoder_decoder: bool, sampling: Sampling, tokenizer, eos_id: int | None = None
+) -> Callable:
     """``fn(params, prompts [B, P], rng) -> tokens [B, max_new_tokens]``, jitted: greedy or
-    sampled (``sampling``) cached decoding; rows end with EOS, then PAD."""
+    sampled (``sampling``) cached decoding; rows end with ``eos_id`` (default the
+    tokenizer's EOS), then PAD."""
+    eos_id = tokenizer.eos_id if eos_id is None else eos_id
     options = dict(
         temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
-        eos_id=tokenizer.eos_id, with_logits=False,
+        eos_id=eos_id, with_logits=False,
     )  # fmt: skip
     n = sampling.max_new_tokens
 
@@ -115,7 +119,13 @@ def generate_texts(
     """
     sampling.check()
     prompts = encode_prompts(config, tokenizer, texts)
-    generate = make_generate_fn(model, config.model.name == "encoder_decoder", sampling, tokenizer)
+    eos_id = tokenizer.eos_id
+    if config.task.name == "chat":  # a reply ends at the chat template's end of turn
+        from llama_adv.data.chat import stop_id
+
+        eos_id = stop_id(tokenizer)
+    encoder_decoder = config.model.name == "encoder_decoder"
+    generate = make_generate_fn(model, encoder_decoder, sampling, tokenizer, eos_id)
     root = jax.random.key(sampling.seed)
     size, rows = sampling.batch_size, []
     for i, start in enumerate(range(0, len(texts), size)):
@@ -123,7 +133,7 @@ def generate_texts(
         filled = np.concatenate([batch, np.repeat(batch[:1], size - len(batch), axis=0)])
         tokens = np.asarray(jax.device_get(generate(params, filled, jax.random.fold_in(root, i))))
         for text, row in zip(texts[start : start + size], tokens, strict=False):
-            ids, stopped = until_eos(row, tokenizer.eos_id)
+            ids, stopped = until_eos(row, eos_id)
             rows.append({"prompt": text, "generation": tokenizer.decode(ids), "tokens": ids,
                          "stopped": stopped})  # fmt: skip
     return rows

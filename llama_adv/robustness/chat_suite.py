@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from llama_adv.data.chat import turn_frame
+from llama_adv.data.chat import stop_id, turn_frame
 from llama_adv.errors import UserError
 from llama_adv.robustness.generation_embedding import EmbeddingAttackConfig
 from llama_adv.robustness.generation_gcg import GCGConfig
@@ -48,7 +48,7 @@ def behaviours(split, tokenizer, limit: int = 0) -> tuple[list, list, list]:
         rows = rows[:limit]
     if not len(rows):
         raise UserError("robustness --suite generation: the split has no harmful behaviours.")
-    eos = tokenizer.eos_id
+    eos = stop_id(tokenizer)
     attacked = []
     for i in rows:
         target = arrays["away_targets"][i][arrays["away_weight"][i] > 0]
@@ -98,7 +98,9 @@ def attack_generation(prepared, command: str = "") -> dict[str, Any]:
     g = rc.generation
     tokenizer = exp.dataset.tokenizer
     heldout = clean = None
+    eos_id = tokenizer.eos_id
     if config.task.name == "chat":
+        eos_id = stop_id(tokenizer)  # replies end at the template's end of turn
         split = exp.dataset.split(rc.split or config.eval.split)
         attacked, heldout, clean = behaviours(split, tokenizer, rc.limit)
         prefix, postfix = turn_frame(tokenizer)
@@ -134,7 +136,7 @@ def attack_generation(prepared, command: str = "") -> dict[str, Any]:
         embedding=embedding,
         prefix=prefix.tolist(),
         postfix=postfix.tolist(),
-        eos_id=tokenizer.eos_id,
+        eos_id=eos_id,
         max_new_tokens=g.max_new_tokens,
         behaviour_batch=g.behaviour_batch,
         heldout=heldout,

@@ -190,4 +190,9 @@ def test_import_hf_keeps_the_chat_template_beside_the_tokenizer(tmp_path):
     write_tokenizer(tmp_path / "hf", LLAMA3, "<|eot_id|>")
     out = save_imported(tmp_path / "imported", get_default_config().model, {}, tmp_path / "hf")
     assert (out / "tokenizer_config.json").is_file()
-    assert chat_format(HFTokenizer(out / "tokenizer.json")).source == LLAMA3
+    tokenizer = HFTokenizer(out / "tokenizer.json")
+    assert chat_format(tokenizer).source == LLAMA3
+    # a reply ends at the template's end of turn, not at the tokenizer's end of text
+    from llama_adv.data.chat import stop_id
+
+    assert stop_id(tokenizer) == tokenizer.encode("<|eot_id|>")[0] != tokenizer.eos_id
