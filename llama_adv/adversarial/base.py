@@ -287,6 +287,12 @@ class Method:
                     "step_size", "must be set (> 0) with adv.unbounded: 2.5 * eps / K is inf."
                 )
 
+    @classmethod
+    def required_task(cls, config: mlc.ConfigDict) -> str | None:
+        """The ``task.name`` this method needs under the ``adv`` section ``config`` (the
+        chat methods' harmful rows and away targets), or None for any task."""
+        return None
+
     # ----------------------------------------------------------------- state and cost
     def init_state(
         self, params: Params, num_examples: int, batch_shapes: dict | None = None

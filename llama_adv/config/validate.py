@@ -210,6 +210,24 @@ def _perturb_tokens(config: mlc.ConfigDict) -> None:
         raise error
 
 
+def _method_task(config: mlc.ConfigDict) -> None:
+    """A method that needs a kind of task (``cat``, targeted ``lat``: chat) gets it."""
+    from llama_adv.adversarial import METHODS
+
+    if config.adv.method not in METHODS.names():
+        return  # the adv section's own validation names the unknown method
+    need = METHODS.get(config.adv.method).required_task(config.adv)
+    if need and config.task.name != need:
+        hint = " or adv.lat.targeted=False (Casper et al.'s untargeted LAT)" * (
+            config.adv.method == "lat"
+        )
+        raise UserError(
+            f"adv.method={config.adv.method!r} needs task.name={need!r} (its attack and "
+            f"losses read a chat batch's harmful rows and away targets), got "
+            f"{config.task.name!r}; use a chat dataset{hint}."
+        )
+
+
 def _robustness(config: mlc.ConfigDict) -> None:
     try:  # the robustness package validates its own section
         from llama_adv.robustness import validate_robustness_config
@@ -229,6 +247,7 @@ CHECKS: tuple[Callable[[mlc.ConfigDict], None], ...] = (
     lambda config: _eval(config.eval),
     _checkpoint,
     _perturb_tokens,
+    _method_task,
     _robustness,
 )
 

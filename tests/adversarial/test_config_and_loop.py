@@ -85,15 +85,32 @@ def _train(quickstart_config, tmp_path, method, *extra):
     return summary, train[-1]
 
 
-@pytest.mark.parametrize("method", sorted(set(METHODS.names()) - {"none"}))
+# cat needs a chat batch (tests/adversarial/test_chat_methods.py, test_chat_lora.py); lat
+# runs here untargeted (Casper et al.), which any task allows.
+CHAT_ONLY = {"cat"}
+UNTARGETED = {"lat": ("adv.lat.targeted=False", "adv.lat.steps=2", "adv.lat.defense_steps=2")}
+
+
+@pytest.mark.parametrize("method", sorted(set(METHODS.names()) - {"none"} - CHAT_ONLY))
 def test_every_method_trains_through_the_loop(quickstart_config, tmp_path, method):
-    summary, last = _train(quickstart_config, tmp_path, method, "adv.begin_step=1")
-    # NEFTune runs no clean pass: no clean loss, no flip rate.
+    extra = UNTARGETED.get(method, ())
+    summary, last = _train(quickstart_config, tmp_path, method, "adv.begin_step=1", *extra)
+    # NEFTune runs no clean pass: no clean loss, no flip rate; LAT reports its own terms.
     expected = STANDARD - {"loss_clean", "flip_rate"} if method == "neftune" else STANDARD
+    if method == "lat":
+        expected = {"loss", "loss_adv", "perturbation_norm", "perturbation_norm_max"}
     assert set(last) >= expected, expected - set(last)
     assert len(summary["passes"]) == 2
     if method == "adaptive":
         assert {"radius_mean", "radius_min", "radius_max"} <= set(last)
+
+
+@pytest.mark.parametrize("method", ["cat", "lat"])
+def test_chat_methods_refuse_other_tasks(quickstart_config, method):
+    from llama_adv.config.validate import validate_config
+
+    with pytest.raises(UserError, match=f"adv.method='{method}' needs task.name='chat'"):
+        validate_config(quickstart_config(f"tiny,method={method}"))
 
 
 # Three representative methods in CI; every other one under -m slow (make test-all).

@@ -87,6 +87,10 @@ class CAT(Method):
         if c.loss == "ipo" and not c.ipo_beta > 0:
             raise fail("cat.ipo_beta", f"must be > 0 for cat.loss=ipo, got {c.ipo_beta}.")
 
+    @classmethod
+    def required_task(cls, config):
+        return "chat"
+
     def init_state(self, params, num_examples: int, batch_shapes: dict | None = None):
         """IPO: ``{"reference": params}`` (the reference model); UL: ``{}``."""
         if self.loss_kind != "ipo":

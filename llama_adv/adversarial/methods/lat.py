@@ -89,6 +89,10 @@ class LAT(Method):
             if c[field] < 0:
                 raise fail(f"lat.{field}", f"must be >= 0, got {c[field]}.")
 
+    @classmethod
+    def required_task(cls, config):
+        return "chat" if config.lat.targeted else None  # untargeted LAT: any task
+
     def init_state(self, params, num_examples: int, batch_shapes: dict | None = None):
         """``{"reference": params}`` when the KL term is on, else ``{}``."""
         if not (self.targeted and self.model_weights["kl"] > 0):
