@@ -89,7 +89,13 @@ def measure(method: str, args) -> dict:
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
     tokens = args.batch_size * args.seq_len
-    per_token = flops_per_token(config.model, args.seq_len, exp.dataset.vocab_size)
+    per_token = flops_per_token(
+        config.model,
+        args.seq_len,
+        exp.dataset.vocab_size,
+        head=exp.task.head,
+        num_classes=config.task.num_classes or exp.dataset.num_classes,
+    )
     # flops_per_token is forward + backward = 3 forward units; the method runs
     # theoretical_ratio() times that.
     flops = per_token * tokens * exp.method.theoretical_ratio()

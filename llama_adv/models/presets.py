@@ -116,51 +116,117 @@ def _attention_width(config: mlc.ConfigDict) -> int:
     return config.num_heads * (config.head_dim or config.d_model // config.num_heads)
 
 
-def matmul_params(config: mlc.ConfigDict, vocab_size: int) -> dict[str, int]:
+def _check_head(head: str, num_classes: int) -> None:
+    if head not in ("lm", "classification"):
+        raise ValueError(f"head must be 'lm' or 'classification', got {head!r}")
+    if head == "classification" and num_classes < 1:
+        raise ValueError("a classification head needs num_classes >= 1")
+
+
+def _label_words(config: mlc.ConfigDict, head: str) -> bool:
+    """The encoder-decoder classifier that reads LM logits of one decoder token."""
+    return (
+        head == "classification"
+        and config.name == "encoder_decoder"
+        and config.classifier_pooling == "label_words"
+    )
+
+
+def matmul_params(
+    config: mlc.ConfigDict, vocab_size: int, *, head: str = "lm", num_classes: int = 0
+) -> dict[str, int]:
     """Parameters that multiply activations, per part (embedding lookups excluded).
 
     Returns ``{"encoder": ..., "decoder": ..., "head": ...}`` (``encoder`` is 0 for the
-    decoder-only model); ``head`` is the ``d_model x vocab`` LM projection, tied or not.
+    decoder-only model). ``head`` is what the task's head (``"lm"`` or
+    ``"classification"``, as :func:`llama_adv.models.build_model`) multiplies: the
+    ``d_model x vocab`` LM projection, tied or not, or the ``d_model x num_classes``
+    classifier; an encoder-decoder classifier with ``label_words`` pooling reads the LM
+    logits, so its head is the LM projection. The mean-pooled encoder-decoder classifier
+    builds no decoder (``decoder`` 0).
     """
+    _check_head(head, num_classes)
     config = apply_preset(config)
     d, ff, inner = config.d_model, config.d_ff, _attention_width(config)
-    head = d * (config.vocab_size or vocab_size)
+    lm_head = head == "lm" or _label_words(config, head)
+    head_params = d * (config.vocab_size or vocab_size) if lm_head else d * num_classes
     if config.name == "decoder":
         kv = (config.num_kv_heads or config.num_heads) * (inner // config.num_heads)
         layer = 2 * d * inner + 2 * d * kv + 3 * d * ff
-        return {"encoder": 0, "decoder": config.num_layers * layer, "head": head}
-    decoder_layers = config.num_decoder_layers or config.num_layers
+        return {"encoder": 0, "decoder": config.num_layers * layer, "head": head_params}
+    decoder_layers = (config.num_decoder_layers or config.num_layers) if lm_head else 0
     return {
         "encoder": config.num_layers * (4 * d * inner + 3 * d * ff),
         "decoder": decoder_layers * (8 * d * inner + 3 * d * ff),
-        "head": head,
+        "head": head_params,
     }
 
 
-def flops_per_token(config: mlc.ConfigDict, seq_len: int, vocab_size: int = 32000) -> float:
+def flops_per_token(
+    config: mlc.ConfigDict,
+    seq_len: int,
+    vocab_size: int = 32000,
+    *,
+    head: str = "lm",
+    num_classes: int = 0,
+) -> float:
     """Training FLOPs (forward + backward) per token, for model-FLOPs utilisation.
 
-    Decoder-only (Kaplan et al. 2020; PaLM appendix B), ``T = seq_len``::
+    ``head`` and ``num_classes`` name the task's head as :func:`llama_adv.models.build_model`
+    takes them (``task.head``), so the count is what the step computes. Decoder-only with
+    an LM head (Kaplan et al. 2020; PaLM appendix B), ``T = seq_len``::
 
         6 * N + 12 * L * A * T
 
     with ``N`` the matmul parameters (:func:`matmul_params`, LM head included), ``L``
     blocks and ``A = num_heads * head_dim``; the second term is the ``QK^T`` and ``AV``
     products (2 matmuls x 2 FLOPs x 3 for forward and backward), not discounted for
-    causality. Encoder-decoder with source and target both ``seq_len`` long: the FLOPs of
-    one example divided by its ``S + T`` tokens (the loop's ``tokens_per_sec`` counts both)::
+    causality. A classifier reads one token (decoder: the last real one) or one pooled
+    vector (encoder-decoder ``mean``) per example: its ``6 * d_model * num_classes`` is
+    an example's, so per token it is divided by the ``T`` tokens of the example::
+
+        6 * N_body + 12 * L * A * T + 6 * d_model * num_classes / T
+
+    Encoder-decoder with source and target both ``seq_len`` long: the FLOPs of one example
+    divided by its ``S + T`` tokens (the loop's ``tokens_per_sec`` counts both)::
 
         [6 (N_enc S + (N_dec + N_head) T)
          + 12 A (L_enc S^2 + L_dec T^2 + L_dec T S)] / (S + T)
+
+    Encoder-decoder classification: the encoder over ``S = seq_len`` and, for
+    ``label_words``, the decoder on its one start token (``T = 1``, cross-attention keys
+    and values still projected from all ``S`` encoder outputs) and the LM head on it;
+    divided by the ``S`` input tokens.
     """
     config = apply_preset(config)
-    parts = matmul_params(config, vocab_size)
+    parts = matmul_params(config, vocab_size, head=head, num_classes=num_classes)
     width = _attention_width(config)
     if config.name == "decoder":
-        n = parts["decoder"] + parts["head"]
-        return float(6 * n + 12 * config.num_layers * width * seq_len)
-    s = t = seq_len
-    dec_layers = config.num_decoder_layers or config.num_layers
-    dense = 6 * (parts["encoder"] * s + (parts["decoder"] + parts["head"]) * t)
-    attention = 12 * width * (config.num_layers * s * s + dec_layers * (t * t + t * s))
+        t = seq_len
+        per_token = 6 * parts["decoder"] + 12 * config.num_layers * width * t
+        if head == "classification":
+            return float(per_token + 6 * parts["head"] / t)
+        return float(per_token + 6 * parts["head"])
+    s = seq_len
+    dense = 6 * parts["encoder"] * s
+    attention = 12 * width * config.num_layers * s * s
+    if head == "classification":
+        if _label_words(config, head):  # one decoder token
+            dense += _decoder_dense(config, parts, s, 1)
+            attention += 12 * width * (config.num_decoder_layers or config.num_layers) * (1 + s)
+        else:
+            dense += 6 * parts["head"]
+        return float((dense + attention) / s)
+    t = seq_len
+    dense += _decoder_dense(config, parts, s, t)
+    attention += 12 * width * (config.num_decoder_layers or config.num_layers) * (t * t + t * s)
     return float((dense + attention) / (s + t))
+
+
+def _decoder_dense(config: mlc.ConfigDict, parts: dict[str, int], s: int, t: int) -> int:
+    """Training matmul FLOPs of the decoder stack and LM head on ``t`` target tokens; the
+    cross-attention key and value projections run on the ``s`` encoder outputs."""
+    cross_kv = 2 * config.d_model * _attention_width(config)
+    layers = config.num_decoder_layers or config.num_layers
+    per_target = parts["decoder"] - layers * cross_kv + parts["head"]
+    return 6 * (per_target * t + layers * cross_kv * s)
