@@ -46,7 +46,15 @@ def step_size(opt: Options, radius, unit=1.0) -> jax.Array:
 
 
 def init(
-    rng: jax.Array, masks: dict, shapes: dict, opt: Options, magnitude, radius, *, project=True
+    rng: jax.Array,
+    masks: dict,
+    shapes: dict,
+    opt: Options,
+    magnitude,
+    radius,
+    *,
+    project=True,
+    rows: jax.Array | None = None,
 ) -> Delta:
     """The starting perturbation of ``opt.init`` kind, inside the ball, zero where masked.
 
@@ -57,10 +65,14 @@ def init(
         ``U(-mag, mag)``.
       radius: scalar or ``[B]``; the start is projected onto this ball (unless
         ``project=False``: FreeLB's reference starts unprojected).
+      rows: ``[B]`` the examples' rows in the step's batch, so a microbatch draws its
+        examples' starts (:func:`geometry.example_noise`); None: ``0..B-1``.
     """
     keys = dict(zip(shapes, jax.random.split(rng, len(shapes)), strict=True))
     out = {
-        k: geometry.init(keys[k], shape, masks[k], opt.init, magnitude, norm_kind=opt.norm)
+        k: geometry.init(
+            keys[k], shape, masks[k], opt.init, magnitude, norm_kind=opt.norm, rows=rows
+        )
         for k, shape in shapes.items()
     }
     joint = opt.stream_geometry == "joint" and len(out) > 1
@@ -145,6 +157,7 @@ def pgd(
     step_size,
     rng_at: Callable[[jax.Array], jax.Array | None],
     record: bool = False,
+    rows: jax.Array | None = None,
 ):
     """Madry et al.'s PGD: an ``opt.init`` start drawn with ``rng`` (magnitude
     ``opt.init_magnitude``, ``None``: the radius), projected onto the ``radius`` ball, then
@@ -156,9 +169,10 @@ def pgd(
         with ``NOISE_STREAM``; an evaluation attack its own key).
       rng_at: step index -> dropout key of that step's forward pass (``None``:
         deterministic).
+      rows: the examples' rows in the step's batch (:func:`init`).
     """
     magnitude = radius if opt.init_magnitude is None else opt.init_magnitude
-    start = init(rng, masks, shapes, opt, magnitude, radius)
+    start = init(rng, masks, shapes, opt, magnitude, radius, rows=rows)
     return run(
         inner,
         start,

@@ -56,6 +56,12 @@ class BatchInfo:
         ``adv.radius_unit = embedding_rms``.
       embedding_norm: scalar mean L2 norm of the embedding rows, ``mean_i ||E_i||`` (no
         gradient), the unit of CAT's radius.
+      rows: ``[B]`` int, the examples' rows in the step's whole batch; random draws are
+        per row (:func:`geometry.example_noise`), so a microbatch (``train.microbatches``)
+        draws what its examples draw in the whole batch. None: ``0..B-1``.
+      step_batch: under ``train.microbatches``, the step's whole batch (``batch`` is one
+        microbatch of it); None: ``batch``. Denominators are sums over it
+        (:attr:`whole_batch`), so microbatches' gradients add up to the batch's.
     """
 
     masks: dict[str, jax.Array]
@@ -68,6 +74,13 @@ class BatchInfo:
     tokens: dict[str, jax.Array] | None = None
     embedding_rms: jax.Array | None = None
     embedding_norm: jax.Array | None = None
+    rows: jax.Array | None = None
+    step_batch: dict[str, jax.Array] | None = None
+
+    @property
+    def whole_batch(self) -> dict[str, jax.Array]:
+        """The step's whole batch, for denominators (``batch`` outside microbatches)."""
+        return self.batch if self.step_batch is None else self.step_batch
 
     def zeros(self) -> Delta:
         """A zero perturbation for every perturbed stream."""
@@ -216,6 +229,10 @@ class Method:
     refuse_unused: ClassVar[bool] = True
     #: appended to the "is not used by" error (why the method has no use for the option)
     unused_reason: ClassVar[str] = ""
+    #: why ``train.microbatches > 1`` is refused; "" when the update is :meth:`grads`
+    #: (a sum of per-example terms, so microbatches' gradients add up to the batch's),
+    #: then one descent and :meth:`after_descend`
+    microbatch_refusal: ClassVar[str] = ""
 
     passes: tuple[float, float] = (1, 1)
     updates_per_batch: int = 1  # optimizer updates per batch (FreeAT: m); the lr schedule
@@ -320,8 +337,15 @@ class Method:
     def update(self, objective, params, opt_state, info: BatchInfo, rng, state, descend: Descend):
         """One training update on a batch: ``(params, opt_state, metrics, state)``."""
         grads, metrics, state = self.grads(objective, params, info, rng, state)
-        params, opt_state, grad_norm = descend(params, opt_state, grads)
-        return params, opt_state, {**metrics, "grad_norm": grad_norm}, state
+        new_params, opt_state, grad_norm = descend(params, opt_state, grads)
+        new_params, state, after = self.after_descend(params, new_params, state, info)
+        return new_params, opt_state, {**metrics, **after, "grad_norm": grad_norm}, state
+
+    def after_descend(self, params: Params, new_params: Params, state, info: BatchInfo):
+        """What follows the optimizer update (SMART's teacher average, R3F's spectral
+        normalisation): ``(new_params, state, metrics)``; ``params`` are those the
+        gradients were taken at. The default changes nothing."""
+        return new_params, state, {}
 
     # ---------------------------------------------------------------------- helpers
     def radius_scale(self, info: BatchInfo) -> jax.Array:
@@ -554,20 +578,35 @@ class DelayedStart:
 
     def update(self, objective, params, opt_state, info: BatchInfo, rng, state, descend):
         args = (objective, params, opt_state, info, rng, state, descend)
-        method, clean = self.method, self.clean
-        _, _, adv_metrics, _ = jax.eval_shape(lambda: method.update(*args))
+        return self._either("update", args, info, state, metrics_at=2, state_at=3)
 
-        def adversarial(_):
-            return method.update(*args)
+    def grads(self, objective, params, info: BatchInfo, rng, state):
+        args = (objective, params, info, rng, state)
+        return self._either("grads", args, info, state, metrics_at=1, state_at=2)
+
+    def after_descend(self, params, new_params, state, info: BatchInfo):
+        args = (params, new_params, state, info)
+        return self._either("after_descend", args, info, state, metrics_at=2, state_at=1)
+
+    def _either(self, name: str, args: tuple, info: BatchInfo, state, metrics_at, state_at):
+        """``method.<name>(*args)`` from ``begin_step`` on, ``clean.<name>(*args)`` before:
+        its output at ``metrics_at`` padded with zeros to the method's metrics, at
+        ``state_at`` the method ``state`` unchanged."""
+        adversarial = getattr(self.method, name)
+        metric_shapes = jax.eval_shape(lambda: adversarial(*args))[metrics_at]
 
         def warmup(_):
-            params_, opt_, metrics, _ = clean.update(*args)
-            metrics = {
-                k: metrics.get(k, jnp.zeros(s.shape, s.dtype)) for k, s in adv_metrics.items()
+            out = list(getattr(self.clean, name)(*args))
+            metrics = out[metrics_at]
+            out[metrics_at] = {
+                k: metrics.get(k, jnp.zeros(s.shape, s.dtype)) for k, s in metric_shapes.items()
             }
-            return params_, opt_, metrics, state
+            out[state_at] = state
+            return tuple(out)
 
-        return jax.lax.cond(info.step >= self.begin_step, adversarial, warmup, None)
+        return jax.lax.cond(
+            info.step >= self.begin_step, lambda _: tuple(adversarial(*args)), warmup, None
+        )
 
 
 def _batch_stream_tokens(batch: dict, stream: str) -> jax.Array | None:

@@ -125,7 +125,25 @@ def sphere_step(delta, grad, mask, step_size, radius, kind: str, scope: str) -> 
     return to_sphere(delta + _expand(step_size, scope) * grad, mask, radius, kind, scope)
 
 
-def init(rng, shape, mask, kind: str, magnitude, *, norm_kind: str = "l2") -> jax.Array:
+def example_noise(rng, shape, kind: str, rows: jax.Array | None = None) -> jax.Array:
+    """``[B, ...]`` noise, ``normal`` (N(0, 1)) or ``uniform`` (U(-1, 1)), each example's
+    drawn from its own key ``fold_in(rng, row)``.
+
+    ``rows`` ``[B]`` are the examples' rows in the step's whole batch (None: ``0..B-1``),
+    so a microbatch draws exactly the noise its examples get in the whole batch
+    (``train.microbatches``).
+    """
+    rows = jnp.arange(shape[0]) if rows is None else rows
+    if kind == "normal":
+        draw = functools.partial(jax.random.normal, shape=shape[1:])
+    elif kind == "uniform":
+        draw = functools.partial(jax.random.uniform, shape=shape[1:], minval=-1.0, maxval=1.0)
+    else:
+        raise ValueError(f"unknown noise {kind!r}; valid: normal, uniform")
+    return jax.vmap(lambda row: draw(jax.random.fold_in(rng, row)))(rows)
+
+
+def init(rng, shape, mask, kind: str, magnitude, *, norm_kind: str = "l2", rows=None) -> jax.Array:
     """Initial perturbation.
 
     Args:
@@ -133,6 +151,7 @@ def init(rng, shape, mask, kind: str, magnitude, *, norm_kind: str = "l2") -> ja
         ``U(-mag, mag)``); ``normal`` (``N(0, mag^2)``, SMART/ALUM/R3F use 1e-5).
       magnitude: scalar or ``[B]``.
       norm_kind: picks the uniform variant.
+      rows: the examples' rows in the step's batch (:func:`example_noise`).
 
     Returns:
       ``[B, L, D]`` float32, zero on masked positions.
@@ -142,9 +161,9 @@ def init(rng, shape, mask, kind: str, magnitude, *, norm_kind: str = "l2") -> ja
         return jnp.zeros(shape, jnp.float32)
     magnitude = _expand(magnitude, "example")
     if kind == "normal":
-        return apply_mask(jax.random.normal(rng, shape) * magnitude, mask)
+        return apply_mask(example_noise(rng, shape, "normal", rows) * magnitude, mask)
     if kind == "uniform":
-        noise = jax.random.uniform(rng, shape, minval=-1.0, maxval=1.0)
+        noise = example_noise(rng, shape, "uniform", rows)
         if norm_kind == "linf":
             return apply_mask(noise * magnitude, mask)
         length = jnp.sum(mask, axis=1)[:, None, None]

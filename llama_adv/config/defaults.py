@@ -220,6 +220,9 @@ def train_defaults() -> mlc.ConfigDict:
     c.seed = 0  # root of every random stream of the run
     c.num_steps = 1000  # optimizer updates
     c.batch_size = 32  # global batch size (all devices of all processes)
+    # Gradient accumulation: the batch runs as this many microbatches (every pass of the
+    # method on each, activations of one microbatch at a time), one optimizer update.
+    c.microbatches = 1
     c.log_every = 50  # steps between metric lines (the only host syncs)
     c.eval_every = 0  # steps between evaluations; 0 = only at the end
     c.progress_bar = True  # tqdm bar on a terminal; plain lines otherwise

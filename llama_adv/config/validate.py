@@ -150,7 +150,12 @@ def _optim(c: mlc.ConfigDict) -> None:
 
 
 def _train(c: mlc.ConfigDict) -> None:
-    _at_least(c, "train", 1, "num_steps", "batch_size", "log_every")
+    _at_least(c, "train", 1, "num_steps", "batch_size", "log_every", "microbatches")
+    if c.batch_size % c.microbatches:
+        raise _fail(
+            "train.microbatches", c.microbatches,
+            f"must divide train.batch_size={c.batch_size}",
+        )  # fmt: skip
     _at_least(c, "train", 0, "eval_every", "num_devices", "seed")
 
 
@@ -228,6 +233,22 @@ def _method_task(config: mlc.ConfigDict) -> None:
         )
 
 
+def _microbatches(config: mlc.ConfigDict) -> None:
+    """A method whose update is not one sum over examples refuses microbatches."""
+    from llama_adv.adversarial import METHODS
+
+    count = config.train.microbatches
+    if count == 1 or config.adv.method not in METHODS.names():
+        return
+    reason = METHODS.get(config.adv.method).microbatch_refusal
+    if reason:
+        raise UserError(
+            f"train.microbatches={count} does not work with adv.method="
+            f"{config.adv.method!r}: {reason}. Use train.microbatches=1 (and a smaller "
+            "train.batch_size or model.remat=True for memory)."
+        )
+
+
 def _robustness(config: mlc.ConfigDict) -> None:
     try:  # the robustness package validates its own section
         from llama_adv.robustness import validate_robustness_config
@@ -248,6 +269,7 @@ CHECKS: tuple[Callable[[mlc.ConfigDict], None], ...] = (
     _checkpoint,
     _perturb_tokens,
     _method_task,
+    _microbatches,
     _robustness,
 )
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
-from llama_adv.config import to_json
+from llama_adv.config import get_default_config, to_json
 from llama_adv.config.validate import validate_config
 from llama_adv.data.pipeline import TrainStream
 from llama_adv.data.shared_vocab import check_same_tokenizer, save_tokenizer
@@ -32,7 +32,8 @@ from llama_adv.models import count_params
 from llama_adv.train.checkpoint import Checkpointer, UnreadableCheckpoints
 from llama_adv.train.distributed import barrier, broadcast, check_devices, is_main, together
 from llama_adv.train.evaluate import evaluate, make_eval_step
-from llama_adv.train.mesh import mesh_from_config, replicated, to_global
+from llama_adv.train.mesh import batch_shards, mesh_from_config, replicated, to_global
+from llama_adv.train.microbatches import check_divisible
 from llama_adv.train.optimizer import make_optimizer, make_schedule
 from llama_adv.train.partitioning import mirrored_shardings, param_shardings
 from llama_adv.train.setup import Experiment, build_experiment, example_batch
@@ -242,7 +243,8 @@ def _train_locked(
             if overwrite:
                 clear_workdir(workdir)
             elif (old := read_run_config(workdir)) is not None:
-                changed = check_same_run(workdir, old, json.loads(resolved))
+                defaults = json.loads(to_json(get_default_config()))
+                changed = check_same_run(workdir, old, json.loads(resolved), defaults)
             note = describe_changes(old, json.loads(resolved), changed) if changed else ""
     changed = broadcast(changed)
     tc = config.train
@@ -319,6 +321,7 @@ def _restore(ckpt: Checkpointer, state: TrainState, workdir: Path, mesh) -> tupl
 
 def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note, previous):
     tc = config.train
+    check_divisible(tc.batch_size, tc.microbatches, batch_shards(mesh))  # before any write
     params = None
     # A resumed run has its parameters in its checkpoint, except LoRA's frozen base.
     if tc.init_from and (ckpt.latest_step() is None or exp.lora is not None):
@@ -340,6 +343,7 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
     train_step = make_train_step(
         exp.model, exp.task, exp.method, optimizer, schedule, mesh, config.adv,
         state_shardings=jax.tree.map(lambda x: x.sharding, state), lora=exp.lora,
+        microbatches=tc.microbatches,
     )  # fmt: skip
     eval_step = make_eval_step(exp.model, exp.task, config.eval.attack)
     eval_split = exp.dataset.split(config.eval.split)

@@ -25,17 +25,22 @@ from llama_adv.models.latent import with_latent_streams
 from llama_adv.models.lora import Lora
 from llama_adv.tasks import Task
 from llama_adv.tasks.chat import away_batch
-from llama_adv.train.mesh import replicated
+from llama_adv.train.mesh import batch_shards, replicated
+from llama_adv.train.microbatches import check_divisible, combine_metrics, split
 from llama_adv.train.state import TrainState
 
 TrainStep = Callable[..., tuple[TrainState, dict]]
 
 
-def make_objective(model: Model, task: Task, batch: dict, masks: dict, to_model=None):
+def make_objective(
+    model: Model, task: Task, batch: dict, masks: dict, to_model=None, dropout_fold=None
+):
     """Closes the model and task over one batch: ``(params, delta, rng) -> (loss [B], out)``.
 
     ``to_model(params)`` turns the trained parameters into the model's (LoRA: the frozen
-    base with the adapters merged); None: they are the model's.
+    base with the adapters merged); None: they are the model's. ``dropout_fold`` (a
+    microbatch's index) is folded into every pass's dropout key, so that microbatches
+    draw different dropout masks from the method's one key.
 
     The embedding lookup happens inside, so the gradient reaches the embedding table;
     ``delta`` is masked again here so that no method can perturb padding. ``rng=None``
@@ -47,6 +52,8 @@ def make_objective(model: Model, task: Task, batch: dict, masks: dict, to_model=
 
     def objective(params, delta, rng, detach_embeddings=False, view=None):
         params = params if to_model is None else to_model(params)
+        if rng is not None and dropout_fold is not None:
+            rng = jax.random.fold_in(rng, dropout_fold)
         batch_in = away_batch(batch) if view == "away" else batch
         embedded = model.embed(params, batch_in)
         if detach_embeddings:  # no gradient to the embedding table from this pass (R3F)
@@ -85,6 +92,7 @@ def make_train_step(
     adv_config,
     state_shardings=None,
     lora: Lora | None = None,
+    microbatches: int = 1,
 ) -> TrainStep:
     """Builds the jitted train step.
 
@@ -96,6 +104,10 @@ def make_train_step(
         new state keeps; None: XLA's choice (tests on one device).
       lora: the run's adapters: ``state.params`` are then the trainable ones and the
         step's ``frozen`` argument the base weights.
+      microbatches: ``train.microbatches``: the batch runs as that many microbatches
+        (a ``lax.scan``, every pass of the method on each), their gradients summed into
+        one optimizer update (:mod:`llama_adv.train.microbatches`); the method must
+        allow it (``Method.microbatch_refusal``, checked with the config).
 
     Returns:
       ``train_step(state, batch, rng, frozen=None)``: ``batch`` holds global arrays split
@@ -108,8 +120,10 @@ def make_train_step(
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, optax.tree.norm(grads)
 
-    def step(state: TrainState, batch: dict, rng: jax.Array, frozen=None):
-        to_model = None if lora is None else functools.partial(lora.combine, frozen)
+    def context(state, batch, to_model, whole=None, rows=None, index=None):
+        """The method's view of ``batch`` (the step's, or one microbatch of ``whole``):
+        its :class:`BatchInfo` and objective."""
+        whole_batch = batch if whole is None else whole
         model_params = state.params if to_model is None else to_model(state.params)
         all_masks = model.perturbable_mask(
             batch, perturb_special=bool(adv_config.get("perturb_special", False))
@@ -121,18 +135,56 @@ def make_train_step(
             masks=masks,
             shapes={k: shapes[k].shape for k in streams},
             batch=batch,
-            denominator=jnp.sum(task.denominator(batch)),
+            # over the whole batch, so that microbatches' losses are shares of its mean
+            denominator=jnp.sum(task.denominator(whole_batch)),
             step=state.step,
             axis_name=None,  # global arrays: the method's sums are over the whole batch
-            div_denominator=jnp.sum(task.divergence_denominator(batch)),
+            div_denominator=jnp.sum(task.divergence_denominator(whole_batch)),
             tokens={k: tokens[k] for k in streams},
             embedding_rms=model.embedding_rms(model_params),
             embedding_norm=model.embedding_norm(model_params),
+            rows=rows,
+            step_batch=whole,
         )
-        objective = make_objective(model, task, batch, masks, to_model)
-        params, opt_state, metrics, method_state = method.update(
-            objective, state.params, state.opt_state, info, rng, state.method_state, descend
+        return info, make_objective(model, task, batch, masks, to_model, dropout_fold=index)
+
+    def accumulated_update(state, batch, rng, to_model):
+        """``method.update`` with the gradients summed over ``microbatches``."""
+        check_divisible(
+            next(iter(jax.tree.leaves(batch))).shape[0], microbatches, batch_shards(mesh)
         )
+        parts, rows = split(batch, microbatches)
+
+        def body(carry, part):
+            grads_sum, method_state = carry
+            info, objective = context(state, part["batch"], to_model, batch, *part["at"])
+            grads, metrics, method_state = method.grads(
+                objective, state.params, info, rng, method_state
+            )
+            return (jax.tree.map(jnp.add, grads_sum, grads), method_state), metrics
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        at = (rows, jnp.arange(microbatches))
+        (grads, method_state), stacked = jax.lax.scan(
+            body, (zeros, state.method_state), {"batch": parts, "at": at}
+        )
+        params, opt_state, grad_norm = descend(state.params, state.opt_state, grads)
+        info, _ = context(state, batch, to_model)
+        params, method_state, after = method.after_descend(state.params, params, method_state, info)
+        metrics = {**combine_metrics(stacked), **after, "grad_norm": grad_norm}
+        return params, opt_state, metrics, method_state
+
+    def step(state: TrainState, batch: dict, rng: jax.Array, frozen=None):
+        to_model = None if lora is None else functools.partial(lora.combine, frozen)
+        if microbatches > 1:
+            params, opt_state, metrics, method_state = accumulated_update(
+                state, batch, rng, to_model
+            )
+        else:
+            info, objective = context(state, batch, to_model)
+            params, opt_state, metrics, method_state = method.update(
+                objective, state.params, state.opt_state, info, rng, state.method_state, descend
+            )
         # The schedule counts optimizer updates (FreeAT takes several per batch).
         metrics = {**metrics, "learning_rate": schedule(state.step * method.updates_per_batch)}
         new_state = state.replace(

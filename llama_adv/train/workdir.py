@@ -133,10 +133,25 @@ def is_defining(key: str) -> bool:
     return not any(key == p or key.startswith(p + ".") for p in NON_DEFINING)
 
 
-def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Dotted keys whose values differ between two resolved configs (as JSON dicts)."""
+def config_changes(
+    old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> list[str]:
+    """Dotted keys whose values differ between two resolved configs (as JSON dicts).
+
+    A key ``old`` lacks whose ``new`` value is its value in ``defaults`` (an option a
+    later llama_adv added, left at its default, which keeps the old behaviour) is not a
+    difference, so a run resumes under a newer version.
+    """
     a, b = _flatten(old), _flatten(new)
-    return [k for k in sorted(a.keys() | b.keys()) if a.get(k, _MISSING) != b.get(k, _MISSING)]
+    added_at_default = set()
+    if defaults is not None:
+        d = _flatten(defaults)
+        added_at_default = {k for k in b.keys() - a.keys() if k in d and d[k] == b[k]}
+    return [
+        k
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k, _MISSING) != b.get(k, _MISSING) and k not in added_at_default
+    ]
 
 
 _MISSING = object()
@@ -173,13 +188,16 @@ def read_run_config(workdir: Path) -> dict[str, Any] | None:
     return old
 
 
-def check_same_run(workdir: Path, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """The non-defining keys that changed since the run in ``workdir`` was started.
+def check_same_run(
+    workdir: Path, old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> list[str]:
+    """The non-defining keys that changed since the run in ``workdir`` was started
+    (options added since, at their ``defaults``, are no change: :func:`config_changes`).
 
     Raises:
       UserError: a defining field differs (a different run).
     """
-    changed = config_changes(old, new)
+    changed = config_changes(old, new, defaults)
     defining = [k for k in changed if is_defining(k)]
     if defining:
         raise UserError(

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llama_adv.adversarial import ascent
+from llama_adv.adversarial import ascent, geometry
 from llama_adv.adversarial.base import NOISE_STREAM
 from llama_adv.tasks import build_task
 
@@ -40,9 +40,10 @@ def logit_grad_to_delta(toy, d_logits):
 
 
 def start(toy, rng, magnitude):
-    """The methods' normal start: N(0, mag^2) from the noise stream, masked."""
+    """The methods' normal start: N(0, mag^2) from the noise stream (drawn per example
+    row), masked."""
     key = jax.random.split(jax.random.fold_in(rng, NOISE_STREAM), 1)[0]
-    noise = np.asarray(jax.random.normal(key, toy.e.shape), np.float64)
+    noise = np.asarray(geometry.example_noise(key, toy.e.shape, "normal"), np.float64)
     return noise * magnitude * np.asarray(toy.mask)[..., None]
 
 

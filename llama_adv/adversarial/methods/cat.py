@@ -52,6 +52,10 @@ AWAY_TERMS = ("negative_cross_entropy", "log_1_minus_p")
 class CAT(Method):
     # its attack and losses are configured in adv.cat (the paper's, not the shared options)
     unused_reason = " (its attack and losses are set in adv.cat)"
+    microbatch_refusal = (
+        "its loss cuts off batch means (adv.cat.toward_cutoff, away_cutoff), which a sum "
+        "over microbatches does not give"
+    )
     defaults: ClassVar[dict[str, Any]] = {"weight_clean": 0.0, "weight_adv": 1.0, "weight_div": 0.0}
 
     def __init__(self, config, task, num_steps: int = 0):

@@ -44,7 +44,7 @@ class FGMVAT(VAT):
 
     def grads(self, objective, params, info: BatchInfo, rng, state):
         o = self.opt
-        everyone = self.task.denominator(with_all_labeled(info.batch))
+        everyone = self.task.denominator(with_all_labeled(info.whole_batch))
         info = dataclasses.replace(info, denominator=info.psum(jnp.sum(everyone)))
         clean_rng = self.rng_at(rng, 0)
 

@@ -45,7 +45,13 @@ class FGSM(FGM):
             return super().attack(objective, params, info, rng, radius, clean_out)
         o, masks = self.opt, self.masks(info)
         start = ascent.init(
-            jax.random.fold_in(rng, NOISE_STREAM), masks, info.shapes, o, radius, radius
+            jax.random.fold_in(rng, NOISE_STREAM),
+            masks,
+            info.shapes,
+            o,
+            radius,
+            radius,
+            rows=info.rows,
         )
         inner = self.inner_loss(objective, params, info, clean_out, o.inner)
         g = ascent.grad(inner, start, self.attack_rng(rng, 2))

@@ -29,6 +29,10 @@ class FreeAT(Method):
     # the loss is each replay's L(x + delta); adv.divergence names the loss_div metric's
     uses = frozenset({"step_size", "norm", "scope", "linf_step", "projection", "divergence"})
     unused_reason = " (each replay's loss is L(x + delta), its ascent one step)"
+    microbatch_refusal = (
+        "each of its adv.freeat.replays is an optimizer update whose perturbation the next "
+        "replay carries on, so microbatches cannot share one update"
+    )
     defaults: ClassVar[dict[str, Any]] = {
         "norm": "l2",
         "weight_clean": 0.0,

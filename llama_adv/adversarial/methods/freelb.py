@@ -61,7 +61,7 @@ class FreeLB(Method):
         o = self.opt
         return ascent.init(
             jax.random.fold_in(rng, NOISE_STREAM), self.masks(info), info.shapes, o,
-            o.init_magnitude, radius, project=False,
+            o.init_magnitude, radius, project=False, rows=info.rows,
         )  # fmt: skip
 
     def attack(self, objective, params, info: BatchInfo, rng, radius, clean_out=None):

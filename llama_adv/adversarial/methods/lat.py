@@ -54,6 +54,10 @@ def _normalised(weights: dict[str, float]) -> dict[str, float]:
 
 class LAT(Method):
     unused_reason = " (its attack and losses are set in adv.lat)"
+    microbatch_refusal = (
+        "it takes adv.lat.defense_steps optimizer updates per attack, and its loss "
+        "normalises the KL term by the batch's own value"
+    )
     defaults: ClassVar[dict[str, Any]] = {"weight_clean": 0.0, "weight_adv": 1.0, "weight_div": 0.0}
 
     def __init__(self, config, task, num_steps: int = 0):

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
+from llama_adv.adversarial import geometry
 from llama_adv.adversarial.base import (
     NOISE_STREAM,
     BatchInfo,
@@ -73,7 +74,7 @@ class NEFTune(Method):
         """This update's noise ``{stream: [B, L, D]}``, zero on padding."""
         keys = jax.random.split(jax.random.fold_in(rng, NOISE_STREAM), len(info.shapes))
         uniform = {
-            k: jax.random.uniform(key, s, jnp.float32, -1.0, 1.0)
+            k: geometry.example_noise(key, s, "uniform", info.rows)
             for key, (k, s) in zip(keys, info.shapes.items(), strict=True)
         }
         return neftune_noise(uniform, info.masks, self.masks(info), self.alpha)

@@ -57,6 +57,7 @@ class PGD(Method):
             step_size=self.step_size(radius, info),
             rng_at=lambda t: self.attack_rng(rng, t + 2),
             record=record,
+            rows=info.rows,
         )
 
     def grads_at(self, objective, params, info: BatchInfo, rng, radius):

@@ -93,16 +93,17 @@ class R4F(RandomPerturbation):
         kernel = self.kernel(params)
         return self.with_kernel(params, kernel / sigma(kernel, u, v).astype(kernel.dtype))
 
-    def update(self, objective, params, opt_state, info: BatchInfo, rng, state, descend):
+    def grads(self, objective, params, info: BatchInfo, rng, state):
         u, v = power_iteration(self.kernel(params), state["u"])
 
         def spectral(p, delta, rng, **kwargs):
             return objective(self.normalized(p, u, v), delta, rng, **kwargs)
 
-        grads, metrics, _ = self.grads(spectral, params, info, rng, state)
-        head_sigma = sigma(self.kernel(params), u, v)
-        params, opt_state, grad_norm = descend(params, opt_state, grads)
-        u, v = power_iteration(self.kernel(params), u)
-        params = self.normalized(params, u, v)  # store the effective, normalised head
-        metrics = {**metrics, "grad_norm": grad_norm, "head_sigma": head_sigma}
-        return params, opt_state, metrics, {"u": u}
+        grads, metrics, _ = super().grads(spectral, params, info, rng, state)
+        return grads, {**metrics, "head_sigma": sigma(self.kernel(params), u, v)}, state
+
+    def after_descend(self, params, new_params, state, info: BatchInfo):
+        """Stores the effective, normalised head, one power iteration on from ``grads``'."""
+        u, _ = power_iteration(self.kernel(params), state["u"])  # the one grads took
+        u, v = power_iteration(self.kernel(new_params), u)
+        return self.normalized(new_params, u, v), {"u": u}, {}

@@ -59,13 +59,15 @@ class RandomPerturbation(Method):
         keys = jax.random.split(jax.random.fold_in(rng, NOISE_STREAM), len(info.shapes))
         if o.init == "sphere":
             directions = {
-                k: jax.random.normal(key, s)
+                k: geometry.example_noise(key, s, "normal", info.rows)
                 for key, (k, s) in zip(keys, info.shapes.items(), strict=True)
             }
             return self.at_radius(directions, info, self.radius(info))
         return {
             # norm_kind "linf" gives element-wise U(-sigma, sigma), R3F's uniform noise.
-            k: geometry.init(key, s, masks[k], o.init, o.init_magnitude, norm_kind="linf")
+            k: geometry.init(
+                key, s, masks[k], o.init, o.init_magnitude, norm_kind="linf", rows=info.rows
+            )
             for key, (k, s) in zip(keys, info.shapes.items(), strict=True)
         }
 

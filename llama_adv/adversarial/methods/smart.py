@@ -102,7 +102,7 @@ class SMART(PGD):
 
         return term
 
-    def update(self, objective, params, opt_state, info: BatchInfo, rng, state, descend):
+    def grads(self, objective, params, info: BatchInfo, rng, state):
         begin = int(self.config.get("begin_step", 0))
         if begin > 0:  # the adversary starts now: the teacher starts at the student
             state = {
@@ -120,8 +120,10 @@ class SMART(PGD):
         )
         metrics = self.metrics(info, terms, delta, clean_out, adv_out)
         metrics["loss"] = metrics["loss"] + self.sc.weight_breg * breg["loss_breg"]
-        params, opt_state, grad_norm = descend(params, opt_state, grads)
+        return grads, {**metrics, **breg}, state
+
+    def after_descend(self, params, new_params, state, info: BatchInfo):
+        """The teacher moves toward the updated student (Jiang et al.'s momentum)."""
         beta = self.ema_decay(info.step)
-        teacher = jax.tree.map(lambda t, p: beta * t + (1 - beta) * p, state["teacher"], params)
-        metrics = {**metrics, **breg, "grad_norm": grad_norm, "teacher_decay": beta}
-        return params, opt_state, metrics, {"teacher": teacher}
+        teacher = jax.tree.map(lambda t, p: beta * t + (1 - beta) * p, state["teacher"], new_params)
+        return new_params, {"teacher": teacher}, {"teacher_decay": beta}

@@ -80,11 +80,11 @@ class VAT(Method):
             raise fail("vat.xi", f"must be > 0, got {config.vat.xi}.")
 
     def clean_term(self, clean_out: dict, info: BatchInfo) -> jax.Array:
-        batch = info.batch
-        labeled = labeled_mask(batch)
-        batch = with_all_labeled(batch)  # then masked by ``labeled``
-        per_example = self.task.loss(clean_out, batch) * labeled
-        denominator = info.psum(jnp.sum(self.task.denominator(batch) * labeled))
+        batch = with_all_labeled(info.batch)  # then masked by ``labeled``
+        per_example = self.task.loss(clean_out, batch) * labeled_mask(info.batch)
+        whole = info.whole_batch
+        labeled = labeled_mask(whole)
+        denominator = info.psum(jnp.sum(self.task.denominator(with_all_labeled(whole)) * labeled))
         return jnp.sum(per_example) / jnp.maximum(denominator, 1e-9)
 
     def adv_term(self, per_example, adv_out: dict, info: BatchInfo) -> jax.Array:
@@ -95,7 +95,7 @@ class VAT(Method):
         o, masks = self.opt, self.masks(info)
         keys = jax.random.split(jax.random.fold_in(rng, NOISE_STREAM), len(info.shapes))
         d = {
-            k: geometry.init(key, s, masks[k], "normal", 1.0)
+            k: geometry.init(key, s, masks[k], "normal", 1.0, rows=info.rows)
             for key, (k, s) in zip(keys, info.shapes.items(), strict=True)
         }
         inner = self.inner_loss(objective, params, info, clean_out, o.inner)
@@ -115,7 +115,7 @@ class VAT(Method):
     def grads(self, objective, params, info: BatchInfo, rng, state):
         # A classification info.denominator counts labelled examples only; the KL term
         # (``local_mean`` in descent_grads) is averaged over every example instead.
-        everyone = self.task.denominator(with_all_labeled(info.batch))
+        everyone = self.task.denominator(with_all_labeled(info.whole_batch))
         info = dataclasses.replace(info, denominator=info.psum(jnp.sum(everyone)))
         clean_out, pullback = self.clean_forward(objective, params, self.rng_at(rng, 0))
         delta = self.attack(objective, params, info, rng, self.radius(info), clean_out)
