@@ -68,3 +68,16 @@ def test_nan_stop_names_the_kept_checkpoint_or_says_none(tmp_path, every):
     else:
         assert "No checkpoint was saved before it" in str(error.value)
     assert bool(saved) == (every == 1)
+
+
+def test_an_option_added_since_at_its_default_is_no_change():
+    """A run started before an option existed resumes while it is at its default."""
+    from llama_adv.train.workdir import config_changes
+
+    old = {"train": {"batch_size": 8}}
+    defaults = {"train": {"batch_size": 32, "microbatches": 1}}
+    at_default = {"train": {"batch_size": 8, "microbatches": 1}}
+    assert config_changes(old, at_default, defaults) == []
+    assert config_changes(old, at_default) == ["train.microbatches"]  # no defaults given
+    changed = {"train": {"batch_size": 8, "microbatches": 2}}
+    assert config_changes(old, changed, defaults) == ["train.microbatches"]
