@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import shlex
@@ -25,7 +26,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +62,29 @@ def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
     return 2 * size**3 / best
 
 
+def time_calls(
+    call: Callable[[int], Any],
+    warmup: int,
+    steps: int,
+    *,
+    sync: Callable[[Any], Any] = jax.block_until_ready,
+    budget_s: float = math.inf,
+) -> list[float]:
+    """Seconds of each timed ``call(i)``: ``warmup`` untimed calls, then up to ``steps``
+    timed ones, each ended by ``sync(result)`` (the device has finished). Timing stops
+    early, after at least one timed call, once ``budget_s`` seconds of them have passed."""
+    for i in range(warmup):
+        sync(call(i))
+    times: list[float] = []
+    for i in range(warmup, warmup + steps):
+        start = time.perf_counter()
+        sync(call(i))
+        times.append(time.perf_counter() - start)
+        if sum(times) >= budget_s:
+            break
+    return times
+
+
 def measure(method: str, args) -> dict:
     """Compiles and times ``args.steps`` train steps of ``method``."""
     config = load_config(f"{args.config}:method={method}", args.override)
@@ -78,15 +104,14 @@ def measure(method: str, args) -> dict:
     start = time.perf_counter()
     compiled = step.lower(state, batches[0], rng).compile()
     compile_s = time.perf_counter() - start
-    for i in range(args.warmup):
+    metrics = None
+
+    def call(i: int):
+        nonlocal state, metrics
         state, metrics = compiled(state, batches[i % 4], jax.random.fold_in(rng, i))
-    jax.block_until_ready(state)
-    times = []
-    for i in range(args.steps):
-        start = time.perf_counter()
-        state, metrics = compiled(state, batches[i % 4], jax.random.fold_in(rng, i))
-        jax.block_until_ready((state, metrics))
-        times.append(time.perf_counter() - start)
+        return state, metrics
+
+    times = time_calls(call, args.warmup, args.steps)
     median = statistics.median(times)
     tokens = args.batch_size * args.seq_len
     per_token = flops_per_token(

@@ -14,7 +14,6 @@ import os
 import sys
 from pathlib import Path
 
-from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 
@@ -93,6 +92,11 @@ class MetricWriter:
         # A SessionLog.START at purge_step makes TensorBoard drop earlier attempts' events
         # of that step and later.
         purge = start_step + 1 if events.is_dir() and any(events.iterdir()) else None
+        # Imported here, when a run writes events: the train layer then imports without
+        # tensorboardX (benchmarks/gpu.py on a machine that lacks it), and without the
+        # torch import tensorboardX makes (seconds).
+        from tensorboardX import SummaryWriter
+
         self.tensorboard = SummaryWriter(str(events), purge_step=purge)
         if progress_bar and sys.stderr.isatty():
             self.bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True)
