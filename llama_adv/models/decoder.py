@@ -27,13 +27,13 @@ from llama_adv.models.base import (
     token_mask,
 )
 from llama_adv.models.layers import (
+    Attention,
+    GatedMLP,
     RMSNorm,
     attention_bias,
     causal_bias,
     constrain_batch,
-    rotary_embedding,
     run_stack,
-    update_kv_cache,
 )
 
 
@@ -57,49 +57,6 @@ class DecoderConfig:
     scan_layers: bool = False  # one nn.scan over the blocks (params stacked under "blocks")
 
 
-class Attention(nn.Module):
-    cfg: DecoderConfig
-    deterministic: bool
-    decode: bool
-
-    @nn.compact
-    def __call__(self, x, positions, bias, index):
-        cfg = self.cfg
-        dtype = compute_dtype(cfg.dtype)
-        dense = lambda n, name: nn.DenseGeneral(  # noqa: E731
-            (n, cfg.head_dim), use_bias=False, dtype=dtype, name=name
-        )
-        q = rotary_embedding(dense(cfg.num_heads, "query")(x), positions, cfg.rope_theta)
-        k = rotary_embedding(dense(cfg.num_kv_heads, "key")(x), positions, cfg.rope_theta)
-        v = dense(cfg.num_kv_heads, "value")(x)
-        if self.decode:
-            k, v = update_kv_cache(self, k, v, index)
-        groups = cfg.num_heads // cfg.num_kv_heads
-        k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
-        scores = scores / jnp.sqrt(cfg.head_dim).astype(jnp.float32) + bias
-        weights = jax.nn.softmax(scores, axis=-1).astype(dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-        out = nn.DenseGeneral(cfg.d_model, axis=(-2, -1), use_bias=False, dtype=dtype, name="out")(
-            out
-        )
-        return nn.Dropout(cfg.dropout_rate)(out, deterministic=self.deterministic)
-
-
-class SwiGLU(nn.Module):
-    cfg: DecoderConfig
-    deterministic: bool
-
-    @nn.compact
-    def __call__(self, x):
-        cfg = self.cfg
-        dtype = compute_dtype(cfg.dtype)
-        gate = nn.Dense(cfg.d_ff, use_bias=False, dtype=dtype, name="gate")(x)
-        up = nn.Dense(cfg.d_ff, use_bias=False, dtype=dtype, name="up")(x)
-        out = nn.Dense(cfg.d_model, use_bias=False, dtype=dtype, name="down")(nn.silu(gate) * up)
-        return nn.Dropout(cfg.dropout_rate)(out, deterministic=self.deterministic)
-
-
 class Block(nn.Module):
     cfg: DecoderConfig
     deterministic: bool = True
@@ -112,10 +69,19 @@ class Block(nn.Module):
         dtype = compute_dtype(cfg.dtype)
         x = constrain_batch(x)
         h = RMSNorm(cfg.norm_eps, dtype, name="attention_norm")(x)
-        attention = Attention(cfg, self.deterministic, self.decode, name="attention")
-        x = x + attention(h, positions, bias, index)
+        attention = Attention(
+            num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
+            d_model=cfg.d_model, dtype=dtype, dropout_rate=cfg.dropout_rate,
+            rope_theta=cfg.rope_theta, scale_queries=True,
+            deterministic=self.deterministic, decode=self.decode, name="attention",
+        )  # fmt: skip
+        x = x + attention(h, bias, positions=positions, index=index)
         h = RMSNorm(cfg.norm_eps, dtype, name="mlp_norm")(x)
-        x = x + SwiGLU(cfg, self.deterministic, name="mlp")(h)
+        mlp = GatedMLP(
+            d_model=cfg.d_model, d_ff=cfg.d_ff, activation=nn.silu, dtype=dtype,
+            dropout_rate=cfg.dropout_rate, deterministic=self.deterministic, name="mlp",
+        )  # fmt: skip
+        x = x + mlp(h)
         return (x, None) if self.scanned else x
 
 

@@ -34,6 +34,7 @@ its padding is left out (ids are not compared: a T5 vocabulary's id 1 is EOS, no
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -51,13 +52,14 @@ from llama_adv.models.base import (
     token_mask,
 )
 from llama_adv.models.layers import (
+    Attention,
+    GatedMLP,
     RMSNorm,
     attention_bias,
     causal_bias,
     constrain_batch,
     relative_position_bucket,
     run_stack,
-    update_kv_cache,
 )
 
 
@@ -92,6 +94,9 @@ def _normal(std: float):
     return nn.initializers.normal(std)
 
 
+_gelu_tanh = functools.partial(jax.nn.gelu, approximate=True)
+
+
 class RelativeBias(nn.Module):
     """The per-head bias T5 adds to attention scores, looked up by distance bucket."""
 
@@ -114,58 +119,29 @@ class RelativeBias(nn.Module):
         return jnp.transpose(table[buckets], (2, 0, 1))[None]
 
 
-class T5Attention(nn.Module):
-    cfg: EncoderDecoderConfig
-    deterministic: bool
-    decode: bool = False  # append keys/values to the cache (decoder self-attention only)
-
-    @nn.compact
-    def __call__(self, x, context, bias, index):
-        """``x`` ``[B, Tq, d]`` attends to ``context`` ``[B, Tk, d]`` under ``bias``."""
-        cfg = self.cfg
-        dtype = compute_dtype(cfg.dtype)
-        inner = cfg.num_heads * cfg.head_dim
-
-        def project(name, std, inputs):
-            return nn.DenseGeneral(
-                (cfg.num_heads, cfg.head_dim), use_bias=False, dtype=dtype,
-                kernel_init=_normal(std), name=name,
-            )(inputs)  # fmt: skip
-
-        q = project("query", (cfg.d_model * cfg.head_dim) ** -0.5, x)
-        k = project("key", cfg.d_model**-0.5, context)
-        v = project("value", cfg.d_model**-0.5, context)
-        if self.decode:
-            k, v = update_kv_cache(self, k, v, index)
-        # No 1/sqrt(head_dim): T5 folds it into the initialisation of the query.
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias
-        weights = jax.nn.softmax(scores, axis=-1)
-        weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=self.deterministic)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(dtype), v)
-        out = nn.DenseGeneral(
-            cfg.d_model, axis=(-2, -1), use_bias=False, dtype=dtype,
-            kernel_init=_normal(inner**-0.5), name="out",
-        )(out)  # fmt: skip
-        return nn.Dropout(cfg.dropout_rate)(out, deterministic=self.deterministic)
+def _attention(cfg: EncoderDecoderConfig, deterministic: bool, decode: bool, name: str):
+    """T5's attention: no rotary, unscaled scores (the scale is folded into the query's
+    initialisation), dropout on the weights, T5's initialisers."""
+    inner = cfg.num_heads * cfg.head_dim
+    return Attention(
+        num_heads=cfg.num_heads, head_dim=cfg.head_dim, d_model=cfg.d_model,
+        dtype=compute_dtype(cfg.dtype), dropout_rate=cfg.dropout_rate, weights_dropout=True,
+        rope_theta=None, scale_queries=False,
+        query_init=_normal((cfg.d_model * cfg.head_dim) ** -0.5),
+        key_init=_normal(cfg.d_model**-0.5), value_init=_normal(cfg.d_model**-0.5),
+        out_init=_normal(inner**-0.5),
+        deterministic=deterministic, decode=decode, name=name,
+    )  # fmt: skip
 
 
-class GatedGelu(nn.Module):
-    cfg: EncoderDecoderConfig
-    deterministic: bool
-
-    @nn.compact
-    def __call__(self, x):
-        cfg = self.cfg
-        dtype = compute_dtype(cfg.dtype)
-        dense = lambda n, std, name: nn.Dense(  # noqa: E731
-            n, use_bias=False, dtype=dtype, kernel_init=_normal(std), name=name
-        )
-        # tanh-approximated GELU, as T5 v1.1 ("gelu_new")
-        gate = jax.nn.gelu(dense(cfg.d_ff, cfg.d_model**-0.5, "gate")(x), approximate=True)
-        hidden = gate * dense(cfg.d_ff, cfg.d_model**-0.5, "up")(x)
-        hidden = nn.Dropout(cfg.dropout_rate)(hidden, deterministic=self.deterministic)
-        out = dense(cfg.d_model, cfg.d_ff**-0.5, "down")(hidden)
-        return nn.Dropout(cfg.dropout_rate)(out, deterministic=self.deterministic)
+def _mlp(cfg: EncoderDecoderConfig, deterministic: bool):
+    """T5 v1.1's gated GELU (tanh-approximated, HF's "gelu_new"), dropout on the hidden."""
+    return GatedMLP(
+        d_model=cfg.d_model, d_ff=cfg.d_ff, activation=_gelu_tanh,
+        dtype=compute_dtype(cfg.dtype), dropout_rate=cfg.dropout_rate, hidden_dropout=True,
+        gate_init=_normal(cfg.d_model**-0.5), up_init=_normal(cfg.d_model**-0.5),
+        down_init=_normal(cfg.d_ff**-0.5), deterministic=deterministic, name="mlp",
+    )  # fmt: skip
 
 
 class EncoderBlock(nn.Module):
@@ -179,9 +155,9 @@ class EncoderBlock(nn.Module):
         dtype = compute_dtype(cfg.dtype)
         x = constrain_batch(x)
         h = RMSNorm(cfg.norm_eps, dtype, name="attention_norm")(x)
-        x = x + T5Attention(cfg, self.deterministic, name="attention")(h, h, bias, 0)
+        x = x + _attention(cfg, self.deterministic, False, "attention")(h, bias)
         h = RMSNorm(cfg.norm_eps, dtype, name="mlp_norm")(x)
-        x = x + GatedGelu(cfg, self.deterministic, name="mlp")(h)
+        x = x + _mlp(cfg, self.deterministic)(h)
         return (x, None) if self.scanned else x
 
 
@@ -197,13 +173,13 @@ class DecoderBlock(nn.Module):
         dtype = compute_dtype(cfg.dtype)
         x = constrain_batch(x)
         h = RMSNorm(cfg.norm_eps, dtype, name="attention_norm")(x)
-        attention = T5Attention(cfg, self.deterministic, self.decode, name="attention")
-        x = x + attention(h, h, self_bias, index)
+        attention = _attention(cfg, self.deterministic, self.decode, "attention")
+        x = x + attention(h, self_bias, index=index)
         h = RMSNorm(cfg.norm_eps, dtype, name="cross_attention_norm")(x)
-        cross = T5Attention(cfg, self.deterministic, name="cross_attention")
-        x = x + cross(h, encoded, cross_bias, index)
+        cross = _attention(cfg, self.deterministic, False, "cross_attention")
+        x = x + cross(h, cross_bias, context=encoded)
         h = RMSNorm(cfg.norm_eps, dtype, name="mlp_norm")(x)
-        x = x + GatedGelu(cfg, self.deterministic, name="mlp")(h)
+        x = x + _mlp(cfg, self.deterministic)(h)
         return (x, None) if self.scanned else x
 
 

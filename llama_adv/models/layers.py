@@ -1,10 +1,34 @@
-"""Building blocks shared by the architectures: RMSNorm, rotary embeddings, gated MLPs."""
+"""Building blocks shared by the architectures: RMSNorm, rotary embeddings, attention
+(with its key/value cache), the gated MLP, the block stack, and the logical axes of the
+parameters these layers create (:data:`LAYER_AXES`, read by ``train/partitioning.py``)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+Initializer = Callable[..., jax.Array]
+
+# Logical axes of the kernels of Attention and GatedMLP, by projection name, as
+# llama_adv/train/partitioning.py maps them onto the mesh (one source of truth).
+ATTENTION_AXES: dict[str, tuple[str, ...]] = {
+    "query": ("embed", "heads", "head_dim"),
+    "key": ("embed", "kv_heads", "head_dim"),
+    "value": ("embed", "kv_heads", "head_dim"),
+    "out": ("heads", "head_dim", "embed"),
+}
+MLP_AXES: dict[str, tuple[str, ...]] = {
+    "gate": ("embed", "mlp"),
+    "up": ("embed", "mlp"),
+    "down": ("mlp", "embed"),
+}
+# (module name, leaf name) -> logical axes of the unstacked leaf
+LAYER_AXES: dict[tuple[str, str], tuple[str, ...]] = {
+    (name, "kernel"): axes for name, axes in {**ATTENTION_AXES, **MLP_AXES}.items()
+}
 
 # The mesh axes the batch is split over (train/mesh.py BATCH_AXES).
 BATCH_AXES = ("data", "fsdp")
@@ -130,6 +154,167 @@ def update_kv_cache(
     cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, start)
     cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, start)
     return cached_key.value, cached_value.value
+
+
+class Attention(nn.Module):
+    """Multi-head dot-product attention without biases, for both architectures.
+
+    LLaMA: rotary positions, grouped-query heads, scores scaled by ``1/sqrt(head_dim)``,
+    no dropout on the attention weights. T5: no rotary (positions come in ``bias``, the
+    relative position bias), ``num_kv_heads = num_heads``, unscaled scores (T5 folds the
+    scale into the query's initialisation), dropout on the weights, ``context`` for
+    cross-attention.
+
+    Scores are computed in float32: ``q.k`` (, ``/ sqrt(head_dim)``) ``+ bias``, softmax,
+    (weights dropout,) cast to ``dtype``, weighted sum of the values, ``out``
+    projection, dropout.
+
+    Parameters (logical axes, :data:`ATTENTION_AXES`): ``query/kernel`` ``[d_model,
+    num_heads, head_dim]`` [embed, heads, head_dim]; ``key/kernel`` and ``value/kernel``
+    ``[d_model, num_kv_heads, head_dim]`` [embed, kv_heads, head_dim]; ``out/kernel``
+    ``[num_heads, head_dim, d_model]`` [heads, head_dim, embed]. With ``decode`` the cache
+    collection holds ``cached_key``/``cached_value`` ``[B, L, num_kv_heads, head_dim]``.
+
+    Attributes:
+      num_heads: query heads.
+      head_dim: width of each head.
+      d_model: width of the output (the residual stream).
+      num_kv_heads: key/value heads (grouped-query attention: each serves
+        ``num_heads // num_kv_heads`` query heads); None: ``num_heads``.
+      dtype: the compute dtype of the projections and the weighted sum.
+      dropout_rate: dropout on the output (and on the weights with ``weights_dropout``).
+      weights_dropout: also drop attention weights (T5; LLaMA does not).
+      rope_theta: the rotary base; None or 0: no rotary embedding (T5). Rotary needs
+        ``positions`` and is for self-attention only.
+      scale_queries: divide the scores by ``sqrt(head_dim)`` (LLaMA; T5 does not).
+      query_init, key_init, value_init, out_init: kernel initialisers of the projections;
+        None: Flax's default (``lecun_normal``).
+      deterministic: no dropout.
+      decode: append the keys/values to the cache at ``index`` and attend to the whole
+        cache (self-attention in cached decoding; see :func:`update_kv_cache`).
+    """
+
+    num_heads: int
+    head_dim: int
+    d_model: int
+    num_kv_heads: int | None = None
+    dtype: jnp.dtype = jnp.float32
+    dropout_rate: float = 0.0
+    weights_dropout: bool = False
+    rope_theta: float | None = None
+    scale_queries: bool = True
+    query_init: Initializer | None = None
+    key_init: Initializer | None = None
+    value_init: Initializer | None = None
+    out_init: Initializer | None = None
+    deterministic: bool = True
+    decode: bool = False
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        bias: jax.Array,
+        *,
+        context: jax.Array | None = None,
+        positions: jax.Array | None = None,
+        index: jax.Array | int = 0,
+    ) -> jax.Array:
+        """``x`` ``[B, Tq, d]`` attends to ``context`` ``[B, Tk, d]`` (default ``x``).
+
+        Args:
+          x: the queries' input ``[B, Tq, d]``.
+          bias: additive float32 bias broadcastable to ``[B, H, Tq, Tk]`` (masking,
+            relative positions).
+          context: the keys' and values' input (cross-attention); None: ``x``.
+          positions: ``[B, Tq]`` integer positions for the rotary embedding.
+          index: with ``decode``, the cache slot of the first of the ``Tq`` new tokens.
+
+        Returns:
+          ``[B, Tq, d_model]``.
+        """
+        rotary = bool(self.rope_theta)
+        if rotary and (positions is None or context is not None):
+            raise ValueError("rotary attention needs positions and is self-attention only")
+        context = x if context is None else context
+        num_kv_heads = self.num_kv_heads or self.num_heads
+
+        def project(heads, init, name, inputs):
+            kwargs = {} if init is None else {"kernel_init": init}
+            return nn.DenseGeneral(
+                (heads, self.head_dim), use_bias=False, dtype=self.dtype, name=name, **kwargs
+            )(inputs)
+
+        q = project(self.num_heads, self.query_init, "query", x)
+        k = project(num_kv_heads, self.key_init, "key", context)
+        if rotary:
+            q = rotary_embedding(q, positions, self.rope_theta)
+            k = rotary_embedding(k, positions, self.rope_theta)
+        v = project(num_kv_heads, self.value_init, "value", context)
+        if self.decode:
+            k, v = update_kv_cache(self, k, v, index)
+        groups = self.num_heads // num_kv_heads
+        if groups > 1:
+            k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+        if self.scale_queries:
+            scores = scores / jnp.sqrt(self.head_dim).astype(jnp.float32)
+        weights = jax.nn.softmax(scores + bias, axis=-1)
+        if self.weights_dropout:
+            weights = nn.Dropout(self.dropout_rate)(weights, deterministic=self.deterministic)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(self.dtype), v)
+        kwargs = {} if self.out_init is None else {"kernel_init": self.out_init}
+        out = nn.DenseGeneral(
+            self.d_model, axis=(-2, -1), use_bias=False, dtype=self.dtype, name="out", **kwargs
+        )(out)
+        return nn.Dropout(self.dropout_rate)(out, deterministic=self.deterministic)
+
+
+class GatedMLP(nn.Module):
+    """``down(activation(gate(x)) * up(x))`` without biases, then dropout: SwiGLU (LLaMA,
+    ``activation=nn.silu``) or T5 v1.1's gated GELU (tanh-approximated ``gelu``, with
+    ``hidden_dropout``).
+
+    Parameters (logical axes, :data:`MLP_AXES`): ``gate/kernel`` and ``up/kernel``
+    ``[d_model, d_ff]`` [embed, mlp]; ``down/kernel`` ``[d_ff, d_model]`` [mlp, embed].
+
+    Attributes:
+      d_model: width of the input and output.
+      d_ff: hidden width.
+      activation: applied to the gate.
+      dtype: the compute dtype.
+      dropout_rate: dropout on the output (and on the hidden with ``hidden_dropout``).
+      hidden_dropout: also drop the gated hidden before ``down`` (T5).
+      gate_init, up_init, down_init: kernel initialisers; None: Flax's default
+        (``lecun_normal``).
+      deterministic: no dropout.
+    """
+
+    d_model: int
+    d_ff: int
+    activation: Callable[[jax.Array], jax.Array] = nn.silu
+    dtype: jnp.dtype = jnp.float32
+    dropout_rate: float = 0.0
+    hidden_dropout: bool = False
+    gate_init: Initializer | None = None
+    up_init: Initializer | None = None
+    down_init: Initializer | None = None
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``[B, T, d_model]`` -> ``[B, T, d_model]``."""
+
+        def dense(features, init, name):
+            kwargs = {} if init is None else {"kernel_init": init}
+            return nn.Dense(features, use_bias=False, dtype=self.dtype, name=name, **kwargs)
+
+        gate = self.activation(dense(self.d_ff, self.gate_init, "gate")(x))
+        hidden = gate * dense(self.d_ff, self.up_init, "up")(x)
+        if self.hidden_dropout:
+            hidden = nn.Dropout(self.dropout_rate)(hidden, deterministic=self.deterministic)
+        out = dense(self.d_model, self.down_init, "down")(hidden)
+        return nn.Dropout(self.dropout_rate)(out, deterministic=self.deterministic)
 
 
 def add_latent(x: jax.Array, delta: jax.Array) -> jax.Array:

@@ -2,7 +2,8 @@
 
 Each parameter leaf gets one logical name per dimension (``embed``, ``vocab``, ``heads``,
 ``kv_heads``, ``head_dim``, ``mlp``, ``layers``, ...) from its module and leaf name, the
-same for the decoder-only and the encoder-decoder model (their layers share names). The
+same for the decoder-only and the encoder-decoder model (they share the attention and MLP
+layers of ``models/layers.py``, which define their kernels' axes in ``LAYER_AXES``). The
 rules map logical names to mesh axes, as Flax's logical partitioning and MaxText do:
 ``embed`` over ``fsdp`` (FSDP: every weight matrix is split along d_model), heads, MLP
 width and vocabulary over ``tensor`` (Megatron-style tensor parallelism). A dimension that
@@ -19,6 +20,7 @@ from typing import Any
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from llama_adv.models.layers import LAYER_AXES
 from llama_adv.train.mesh import FSDP_AXIS, TENSOR_AXIS
 
 # logical axis -> mesh axis (None: never split)
@@ -36,13 +38,10 @@ RULES: dict[str, str | None] = {
     "rank": None,
 }
 
-# (module name, leaf name) -> logical axes of the unstacked leaf
-_ATTENTION_IN = {"query": "heads", "key": "kv_heads", "value": "kv_heads"}
+# (module name, leaf name) -> logical axes of the unstacked leaf: the shared attention and
+# MLP layers' table (models/layers.py), then the embeddings and heads.
 _BY_MODULE: dict[tuple[str, str], tuple[str, ...]] = {
-    ("out", "kernel"): ("heads", "head_dim", "embed"),
-    ("gate", "kernel"): ("embed", "mlp"),
-    ("up", "kernel"): ("embed", "mlp"),
-    ("down", "kernel"): ("mlp", "embed"),
+    **LAYER_AXES,
     ("embedding", "embedding"): ("vocab", "embed"),
     ("shared", "embedding"): ("vocab", "embed"),
     ("relative_bias", "embedding"): ("buckets", "heads"),
@@ -63,9 +62,8 @@ def logical_axes(path: tuple, ndim: int) -> tuple[str | None, ...]:
     stacked = "blocks" in names  # nn.scan: a leading layer axis
     leaf = names[-1] if names else ""
     module = names[-2] if len(names) > 1 else ""
-    if module in _ATTENTION_IN and leaf == "kernel":
-        axes: tuple[str | None, ...] = ("embed", _ATTENTION_IN[module], "head_dim")
-    elif leaf == "scale":
+    axes: tuple[str | None, ...]
+    if leaf == "scale":
         axes = ("norm",)
     else:
         axes = _BY_MODULE.get((module, leaf), ())
