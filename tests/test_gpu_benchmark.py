@@ -1,4 +1,4 @@
-"""benchmarks/gpu.py --tiny on CPU: the real train step of every method and the PyTorch
+"""benchmarks/gpu.py --tiny on CPU: the real train step (clean and FGM) and the PyTorch
 peer (eager and torch.compile), each timed, in the rows the results table is made of."""
 
 import importlib.util
@@ -20,7 +20,8 @@ def _benchmark(repo):
 def test_gpu_benchmark_tiny_rows(repo, tmp_path):
     pytest.importorskip("transformers")
     bench = _benchmark(repo)
-    assert bench.main(["--tiny", "--out", str(tmp_path)]) == 0
+    # clean (remat off and on) and one adversarial method keep the compiles to three
+    assert bench.main(["--tiny", "--methods", "none,fgm", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "gpu.json").read_text())
     assert report["tiny"] and report["commit"] and report["machine"]
     rows = report["rows"]
@@ -33,7 +34,7 @@ def test_gpu_benchmark_tiny_rows(repo, tmp_path):
         assert row["step_s"] > 0 and row["flops_per_step"] > 0 and row["mfu"] > 0
         assert row["tokens_per_s"] == pytest.approx(row["batch"] * 64 / row["step_s"])
     ours = {(r["method"], r["remat"]): r for r in ok if r["framework"] == "jax"}
-    assert {m for m, _ in ours} == {"none", "fgm", "freelb", "pgd"}
+    assert {m for m, _ in ours} == {"none", "fgm"}
     assert {("none", False), ("none", True)} <= set(ours)  # remat compared
     peers = {r["framework"]: r for r in ok if r["framework"] != "jax"}
     assert set(peers) == {"torch", "torch.compile"}
