@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _tiny_runs import LM, SEQ2SEQ, train_tiny
+from _tiny_runs import LM, SEQ2SEQ, train_tiny, trained_once
 
 from llama_adv.cli import main
 from llama_adv.errors import UserError
@@ -42,11 +42,15 @@ class NoEos:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
+    def once(name, *overrides):  # shared by the tests of both xdist workers
+        return trained_once(
+            tmp_path_factory, f"generate-{name}", lambda w: train_tiny(w, *overrides)
+        )
+
     return {
-        "classification": train_tiny(root / "clf"),  # the quickstart's tiny run, PGD eval
-        "lm": train_tiny(root / "lm", *LM, "train.num_steps=4"),
-        "seq2seq": train_tiny(root / "s2s", *SEQ2SEQ, "train.num_steps=2"),
+        "classification": once("clf"),  # the quickstart's tiny run, PGD eval
+        "lm": once("lm", *LM, "train.num_steps=4"),
+        "seq2seq": once("s2s", *SEQ2SEQ, "train.num_steps=2"),
     }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _tiny_runs import trained_once
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_EPSILON = 0.3
@@ -47,12 +48,12 @@ def train_epsilon() -> float:
 
 @pytest.fixture(scope="session")
 def clean_run(tmp_path_factory) -> Path:
-    return train_run(tmp_path_factory.mktemp("runs") / "none", "none")
+    return trained_once(tmp_path_factory, "robustness-none", lambda w: train_run(w, "none"))
 
 
 @pytest.fixture(scope="session")
 def fgm_run(tmp_path_factory) -> Path:
-    return train_run(tmp_path_factory.mktemp("runs") / "fgm", "fgm")
+    return trained_once(tmp_path_factory, "robustness-fgm", lambda w: train_run(w, "fgm"))
 
 
 # A tiny encoder-decoder on synthetic_reverse, long enough for BLEU above 0, evaluated twice.
@@ -70,13 +71,13 @@ def seq2seq_run(tmp_path_factory) -> Path:
     from llama_adv.config import load_config
     from llama_adv.train import train_and_evaluate
 
-    workdir = tmp_path_factory.mktemp("runs") / "seq2seq"
     config = load_config(
         f"{REPO / 'configs' / 'quickstart.py'}:tiny",
         [*SEQ2SEQ, "train.num_steps=60", "train.eval_every=30", "train.log_every=30"],
     )
-    train_and_evaluate(config, workdir)
-    return workdir
+    return trained_once(
+        tmp_path_factory, "robustness-seq2seq", lambda w: train_and_evaluate(config, w)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -85,14 +86,12 @@ def lm_run(tmp_path_factory) -> Path:
     from llama_adv.config import load_config
     from llama_adv.train import train_and_evaluate
 
-    workdir = tmp_path_factory.mktemp("runs") / "lm"
     config = load_config(
         f"{REPO / 'configs' / 'quickstart.py'}:tiny",
         ["data.name=synthetic_lm", "task.name=lm", "train.num_steps=2", "data.num_eval=16",
          "eval.attack.method=none", "checkpoint.best_metric=", "train.progress_bar=False"],
     )  # fmt: skip
-    train_and_evaluate(config, workdir)
-    return workdir
+    return trained_once(tmp_path_factory, "robustness-lm", lambda w: train_and_evaluate(config, w))
 
 
 @pytest.fixture(scope="session")
@@ -102,10 +101,10 @@ def tiny_run(tmp_path_factory) -> Path:
     from llama_adv.config import load_config
     from llama_adv.train import train_and_evaluate
 
-    workdir = tmp_path_factory.mktemp("runs") / "tiny"
     config = load_config(
         f"{REPO / 'configs' / 'quickstart.py'}:tiny",
         ["eval.attack.method=none", "train.progress_bar=False", "robustness.batch_size=32"],
     )
-    train_and_evaluate(config, workdir)
-    return workdir
+    return trained_once(
+        tmp_path_factory, "robustness-tiny", lambda w: train_and_evaluate(config, w)
+    )
