@@ -98,7 +98,8 @@ def make_train_step(
 
     Args:
       method: from :func:`~llama_adv.adversarial.build_method` (which applies the delayed
-        start of ``adv.begin_step``); the step only calls its ``update``.
+        start of ``adv.begin_step``); the step calls its ``update`` (under microbatches,
+        its ``grads`` per microbatch and ``after_descend``).
       adv_config: the ``adv`` section (streams to perturb, ``perturb_special``).
       state_shardings: a :class:`TrainState` of shardings (``loop.state_shardings``) the
         new state keeps; None: XLA's choice (tests on one device).
