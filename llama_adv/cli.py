@@ -284,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that compile nothing themselves (a sweep's runs are `train` processes).
+NO_COMPILATION = ("import-hf", "sweep", "table")
+
+
 def main(argv: list[str] | None = None) -> int:
     # TensorFlow (under tensorflow-datasets) logs from C++ on import; set before it loads.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -291,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rest, overrides = _split_overrides(argv)
         args = build_parser().parse_args(rest)
+        if args.command not in NO_COMPILATION:
+            from llama_adv.compile_cache import enable_compile_cache
+
+            enable_compile_cache()
         args.run(args, overrides)
     except UserError as error:
         print(f"llama-adv: error: {error}", file=sys.stderr)

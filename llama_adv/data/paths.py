@@ -19,6 +19,7 @@ from llama_adv.errors import UserError
 
 DATA_ENV = "LLAMA_ADV_DATA_DIR"
 CACHE_ENV = "LLAMA_ADV_CACHE_DIR"
+DEFAULT_CACHE = "~/.cache/llama_adv"
 
 
 def data_root(config: mlc.ConfigDict) -> Path | None:
@@ -49,7 +50,7 @@ def source_dir(config: mlc.ConfigDict, folder: str, how_to_obtain: str) -> Path:
 
 def cache_root(config: mlc.ConfigDict) -> Path:
     """The cache folder (created)."""
-    root = config.cache_dir or os.environ.get(CACHE_ENV, "") or "~/.cache/llama_adv"
+    root = config.cache_dir or os.environ.get(CACHE_ENV, "") or DEFAULT_CACHE
     path = Path(root).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
