@@ -5,15 +5,12 @@ import jax
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
+from jitted_steps import small_config, train_steps
 
-from llama_adv.data.pipeline import TrainStream
 from llama_adv.errors import UserError
-from llama_adv.train.loop import create_state
-from llama_adv.train.mesh import mesh_from_config, mesh_shape, to_global
-from llama_adv.train.optimizer import make_optimizer, make_schedule
+from llama_adv.train.mesh import mesh_shape
 from llama_adv.train.partitioning import logical_axes
 from llama_adv.train.setup import build_experiment
-from llama_adv.train.step import make_train_step
 
 STEPS = 20
 MESHES = {
@@ -25,41 +22,16 @@ MESHES = {
 
 
 def _config(quickstart_config, method: str, devices: int, sizes: dict):
-    config = quickstart_config("tiny")
-    config.model.d_model, config.model.num_heads, config.model.d_ff = 32, 4, 64
-    config.train.batch_size = 8
-    config.train.num_devices = devices
-    config.mesh.data = sizes.get("data", 1)
-    config.mesh.fsdp = sizes.get("fsdp", 1)
-    config.mesh.tensor = sizes.get("tensor", 1)
-    config.adv.method = method
-    if method == "smart":
-        # At the paper's sigma 1e-5 SMART's first ascent direction is g / max|g| of a KL
-        # gradient of order 1e-10, which float32 summation order decides (any two meshes
-        # part after a few steps, by ~1e-4); from sigma 1e-2 the direction is the
-        # gradient's own.
-        config.adv.init_magnitude = 1e-2
-    return config
+    # At the paper's sigma 1e-5 SMART's first ascent direction is g / max|g| of a KL
+    # gradient of order 1e-10, which float32 summation order decides (any two meshes part
+    # after a few steps, by ~1e-4); from sigma 1e-2 the direction is the gradient's own.
+    smart = ("adv.init_magnitude=0.01",) if method == "smart" else ()
+    return small_config(quickstart_config, method, *smart, devices=devices, mesh=sizes)
 
 
 def _train(config):
     """Per-step losses of ``STEPS`` steps of the real jitted step, and the final state."""
-    exp = build_experiment(config)
-    mesh = mesh_from_config(config)
-    schedule = make_schedule(config.optim, STEPS)
-    optimizer = make_optimizer(config.optim, schedule)
-    state = create_state(exp, config, optimizer, mesh)
-    step = make_train_step(
-        exp.model, exp.task, exp.method, optimizer, schedule, mesh, config.adv,
-        state_shardings=jax.tree.map(lambda x: x.sharding, state),
-    )  # fmt: skip
-    stream = TrainStream(exp.dataset.split("train"), config.train.batch_size, config.train.seed)
-    key = jax.random.key(7)
-    losses = []
-    for i in range(STEPS):
-        state, metrics = step(state, to_global(stream.batch(i), mesh), jax.random.fold_in(key, i))
-        losses.append(metrics["loss"])
-    return np.asarray(jax.device_get(losses)), state
+    return train_steps(config, STEPS, seed=7)
 
 
 @pytest.mark.parametrize("method", ["none", "fgm", "freelb", "smart"])

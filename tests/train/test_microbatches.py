@@ -3,46 +3,19 @@
 import jax
 import numpy as np
 import pytest
+from jitted_steps import small_config, train_steps
 
 from llama_adv.config.validate import validate_config
-from llama_adv.data.pipeline import TrainStream
 from llama_adv.errors import UserError
-from llama_adv.train.loop import create_state
-from llama_adv.train.mesh import mesh_from_config, to_global
 from llama_adv.train.microbatches import combine_metrics, split
-from llama_adv.train.optimizer import make_optimizer, make_schedule
-from llama_adv.train.setup import build_experiment
-from llama_adv.train.step import make_train_step
 
 STEPS = 6
 
 
-def _config(quickstart_config, method: str, *overrides: str, devices=1, data=1):
-    config = quickstart_config("tiny", f"adv.method={method}", *overrides)
-    config.model.d_model, config.model.num_heads, config.model.d_ff = 32, 4, 64
-    config.train.batch_size, config.train.num_devices = 8, devices
-    config.mesh.data = data
-    return config
-
-
 def _train(config, microbatches: int):
-    """Per-step losses and final parameters of ``STEPS`` jitted steps."""
-    exp = build_experiment(config)
-    mesh = mesh_from_config(config)
-    schedule = make_schedule(config.optim, STEPS)
-    optimizer = make_optimizer(config.optim, schedule)
-    state = create_state(exp, config, optimizer, mesh)
-    step = make_train_step(
-        exp.model, exp.task, exp.method, optimizer, schedule, mesh, config.adv,
-        microbatches=microbatches,
-    )  # fmt: skip
-    stream = TrainStream(exp.dataset.split("train"), config.train.batch_size, config.train.seed)
-    losses = []
-    for i in range(STEPS):
-        batch = to_global(stream.batch(i), mesh)
-        state, metrics = step(state, batch, jax.random.fold_in(jax.random.key(3), i))
-        losses.append(metrics["loss"])
-    return np.asarray(jax.device_get(losses)), jax.device_get(state)
+    """Per-step losses and the final state (on the host) of ``STEPS`` jitted steps."""
+    losses, state = train_steps(config, STEPS, seed=3, microbatches=microbatches)
+    return losses, jax.device_get(state)
 
 
 def _assert_same_run(a, b):
@@ -61,12 +34,12 @@ def test_four_microbatches_train_like_one_batch(quickstart_config, method):
     # of a ~1e-10 KL gradient, which float32 summation order decides
     # (tests/train/test_mesh.py); from 1e-2 it is the gradient's own.
     overrides = {"smart": ("adv.init_magnitude=0.01",), "vat": ("adv.vat.xi=0.01",)}
-    config = _config(quickstart_config, method, *overrides.get(method, ()))
+    config = small_config(quickstart_config, method, *overrides.get(method, ()))
     _assert_same_run(_train(config, 1), _train(config, 4))
 
 
 def test_microbatches_on_a_data_parallel_mesh(quickstart_config):
-    config = _config(quickstart_config, "freelb", devices=2, data=2)
+    config = small_config(quickstart_config, "freelb", devices=2, mesh={"data": 2})
     _assert_same_run(_train(config, 1), _train(config, 2))
 
 
@@ -98,12 +71,12 @@ def test_split_interleaves_rows_and_metrics_combine_by_kind():
 def test_bad_microbatches_are_refused_with_the_config(
     quickstart_config, method, overrides, message
 ):
-    config = _config(quickstart_config, method, *overrides)
+    config = small_config(quickstart_config, method, *overrides)
     with pytest.raises(UserError, match=message):
         validate_config(config)
 
 
 def test_microbatches_that_do_not_split_the_devices_rows_are_refused(quickstart_config):
-    config = _config(quickstart_config, "none", devices=4, data=4)
+    config = small_config(quickstart_config, "none", devices=4, mesh={"data": 4})
     with pytest.raises(UserError, match="multiple of 16"):  # 4 microbatches x 4 shards
         _train(config, 4)
