@@ -243,6 +243,27 @@ class RowFailed(Exception):
     """A row that cannot run (its reason); the worker goes on with the next."""
 
 
+def with_oom_retry(row: dict, batch: int, attempt: Callable[[int], dict]) -> dict:
+    """``attempt(batch)``, the measured row; on an out-of-memory error once more at half
+    the batch it ran at (``row["batch"]`` once set). A failure is returned as ``row``,
+    skipped, with its reason."""
+    for retry in range(2):
+        try:
+            return attempt(batch)
+        except RowFailed as failed:
+            row["reason"] = str(failed)
+            return row
+        except Exception as error:  # out of memory, or a failure of this row alone
+            row["reason"] = failure(error)
+            batch = row["batch"] or batch
+            if not is_oom(error) or batch == 1 or retry == 1:
+                return row
+            batch //= 2
+        finally:
+            gc.collect()
+    return row
+
+
 # -- our step ------------------------------------------------------------------------------
 
 
@@ -363,25 +384,15 @@ def measure_jax(model: str, method: str, remat: bool, args, budget_s: float) -> 
     row = base_row("jax", model, method, remat, args.seq_len)
     row.update(scan_layers=args.scan_layers == "on", ascent_steps=ASCENT_STEPS.get(method),
                dtype="bfloat16 compute, float32 params")  # fmt: skip
-    batch = args.batch or BATCHES.get((model, remat), 8)
-    for attempt in range(2):
-        try:
-            setting = JaxSetting(model, method, remat, args)
-            compiled, shardings, batch = fit(setting, batch, row)
-            times, loss = time_jax(setting, compiled, shardings, batch, args, budget_s)
-            row["final_loss"] = loss
-            return finish(row, times, batch, setting.flops_per_step(batch))
-        except RowFailed as failed:
-            row["reason"] = str(failed)
-            return row
-        except Exception as error:  # out of memory, or a failure of this row alone
-            row["reason"] = failure(error)
-            if not is_oom(error) or batch == 1 or attempt == 1:
-                return row
-            batch //= 2
-        finally:
-            gc.collect()
-    return row
+
+    def attempt(batch: int) -> dict:
+        setting = JaxSetting(model, method, remat, args)
+        compiled, shardings, batch = fit(setting, batch, row)
+        times, loss = time_jax(setting, compiled, shardings, batch, args, budget_s)
+        row["final_loss"] = loss
+        return finish(row, times, batch, setting.flops_per_step(batch))
+
+    return with_oom_retry(row, args.batch or BATCHES.get((model, remat), 8), attempt)
 
 
 def time_jax(setting: JaxSetting, compiled, shardings, batch: int, args, budget_s: float):
@@ -501,23 +512,16 @@ def measure_torch(model: str, mode: str, args, budget_s: float) -> dict:
     backend = args.compile_backend or ("inductor" if cuda else "aot_eager")
     row.update(dtype="bfloat16 autocast, float32 params",
                compile_backend=None if mode == "eager" else backend)  # fmt: skip
-    batch = args.batch or BATCHES.get((model, False), 8)
-    for attempt in range(2):
-        try:
-            if cuda:
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
-            times, loss = time_torch(model, mode, batch, args, row, budget_s)
-            row["final_loss"] = loss
-            return finish(row, times, batch, flops_per_step(model, args.seq_len, batch))
-        except Exception as error:
-            row["reason"] = failure(error)
-            if not is_oom(error) or batch == 1 or attempt == 1:
-                return row
-            batch //= 2
-        finally:
-            gc.collect()
-    return row
+
+    def attempt(batch: int) -> dict:
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        times, loss = time_torch(model, mode, batch, args, row, budget_s)
+        row["final_loss"] = loss
+        return finish(row, times, batch, flops_per_step(model, args.seq_len, batch))
+
+    return with_oom_retry(row, args.batch or BATCHES.get((model, False), 8), attempt)
 
 
 # -- workers -------------------------------------------------------------------------------

@@ -1,25 +1,18 @@
 """benchmarks/gpu.py --tiny on CPU: the real train step (clean and FGM) and the PyTorch
 peer (eager and torch.compile), each timed, in the rows the results table is made of."""
 
-import importlib.util
 import json
 
 import pytest
+from _benchmarks import load_benchmark
 
 KEYS = {"model", "params", "method", "remat", "batch", "seq_len", "step_s", "tokens_per_s",
         "flops_per_step", "mfu", "framework", "status", "reason"}  # fmt: skip
 
 
-def _benchmark(repo):
-    spec = importlib.util.spec_from_file_location("gpu_bench", repo / "benchmarks/gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_gpu_benchmark_tiny_rows(repo, tmp_path):
     pytest.importorskip("transformers")
-    bench = _benchmark(repo)
+    bench = load_benchmark("gpu")
     # clean (remat off and on) and one adversarial method keep the compiles to three
     assert bench.main(["--tiny", "--methods", "none,fgm", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "gpu.json").read_text())
@@ -50,3 +43,28 @@ def test_gpu_benchmark_tiny_rows(repo, tmp_path):
     )
     table = (tmp_path / "gpu.md").read_text()
     assert "| tiny |" in table and "## Targets" in table and "- command:" in table
+
+
+def test_out_of_memory_retries_once_at_half_the_batch_it_ran_at():
+    bench = load_benchmark("gpu")
+    tried = []
+
+    def attempt(batch):
+        tried.append(batch)
+        row["batch"] = batch - 2  # as fit() does when XLA's plan needs a smaller batch
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
+
+    row = bench.base_row("jax", "tiny", "none", False, 64)
+    assert bench.with_oom_retry(row, 16, attempt) is row
+    assert tried == [16, 7] and row["status"] == "skipped"
+    assert row["reason"].startswith("out of memory: RuntimeError")
+
+    tried.clear()
+    row = bench.base_row("jax", "tiny", "none", False, 64)
+
+    def broken(batch):
+        tried.append(batch)
+        raise ValueError("a bug of this row")
+
+    assert bench.with_oom_retry(row, 16, broken)["reason"] == "error: ValueError: a bug of this row"
+    assert tried == [16]  # no retry for anything but out of memory
