@@ -1,21 +1,15 @@
 """benchmarks/memory.py on a tiny preset: it compiles the real train step for abstract
 shapes and writes the rows the results table is made of."""
 
-import importlib.util
 import json
+
+from _benchmarks import load_benchmark
 
 KEYS = {"preset", "lora_rank", "method", "devices", "seq_len", "remat", "bytes_per_device"}
 
 
-def _benchmark(repo):
-    spec = importlib.util.spec_from_file_location("memory_bench", repo / "benchmarks/memory.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_memory_benchmark_writes_one_row_per_setting(repo, tmp_path):
-    bench = _benchmark(repo)
+    bench = load_benchmark("memory")
     argv = ["--presets", "tiny", "--lora-ranks", "0,4", "--methods", "fgm", "--seq-len", "16",
             "--devices", "4", "--out", str(tmp_path)]  # fmt: skip
     assert bench.main(argv) == 0

@@ -3,12 +3,12 @@ peer computing our model's logits, and every torch loop taking a finite step."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 
 import numpy as np
 import pytest
+from _benchmarks import load_benchmark
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -20,13 +20,8 @@ KEYS = {
 
 
 @pytest.fixture(scope="module")
-def bench(request):
-    repo = request.config.rootpath
-    spec = importlib.util.spec_from_file_location("peer_torch", repo / "benchmarks/peer_torch.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["peer_torch"] = module  # dataclasses (flax modules) look their module up
-    spec.loader.exec_module(module)
-    yield module
+def bench():
+    yield load_benchmark("peer_torch")
     sys.modules.pop("peer_torch", None)
 
 
