@@ -7,6 +7,7 @@ A small synthetic ``aclImdb/`` folder stands in for IMDB: every review names its
 so the corpus can be checked review by review."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,18 @@ def test_finetune_with_another_vocabulary_is_refused(pretrained, imdb, tmp_path)
     with pytest.raises(UserError, match="another tokenizer"):
         train_and_evaluate(config, tmp_path / "run")
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_resuming_with_another_tokenizer_is_refused_and_changes_nothing(pretrained, imdb, tmp_path):
+    cache, runs = pretrained
+    run = tmp_path / "run"
+    shutil.copytree(runs["pretrain_decoder_lm.py"], run)
+    (run / "tokenizer.model").write_bytes(b"the model this run started with")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match="another"):
+        train_and_evaluate(_config("pretrain_decoder_lm.py", imdb, cache, *SPM), run)
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".train.lock"}
+    assert after == {p: b for p, b in before.items() if p.name != ".train.lock"}
 
 
 def test_bad_shared_tokenizer_paths_are_user_errors(pretrained, imdb, tmp_path):

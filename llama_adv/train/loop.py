@@ -26,7 +26,11 @@ import numpy as np
 from llama_adv.config import get_default_config, to_json
 from llama_adv.config.validate import validate_config
 from llama_adv.data.pipeline import TrainStream
-from llama_adv.data.shared_vocab import check_same_tokenizer, save_tokenizer
+from llama_adv.data.shared_vocab import (
+    check_resumed_tokenizer,
+    check_same_tokenizer,
+    save_tokenizer,
+)
 from llama_adv.errors import UserError
 from llama_adv.models import count_params
 from llama_adv.train.checkpoint import Checkpointer, UnreadableCheckpoints
@@ -245,6 +249,7 @@ def _train_locked(
             elif (old := read_run_config(workdir)) is not None:
                 defaults = json.loads(to_json(get_default_config()))
                 changed = check_same_run(workdir, old, json.loads(resolved), defaults)
+                check_resumed_tokenizer(workdir, exp.dataset.tokenizer)
             note = describe_changes(old, json.loads(resolved), changed) if changed else ""
     changed = broadcast(changed)
     tc = config.train
