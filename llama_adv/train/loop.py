@@ -1,7 +1,8 @@
 """``train_and_evaluate(config, workdir)``: the one training loop.
 
 Resumes from the newest readable checkpoint in ``workdir``; writes ``config.json``,
-``metrics.jsonl``, TensorBoard events, ``checkpoints/`` and ``summary.json``. One
+``sessions.jsonl`` (the commit and machine of each start), ``metrics.jsonl``, TensorBoard
+events, ``checkpoints/`` and ``summary.json``. One
 ``train`` per workdir at a time (a lock file); a finished run is not trained or evaluated
 again, unless its evaluation settings changed.
 """
@@ -50,6 +51,7 @@ from llama_adv.train.workdir import (
     clear_workdir,
     describe_changes,
     read_run_config,
+    record_session,
     set_aside,
     workdir_lock,
 )
@@ -344,6 +346,7 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
         (workdir / "summary.json").unlink(missing_ok=True)
         _write_config(workdir, resolved, note)
         save_tokenizer(workdir, exp.dataset.tokenizer)  # for data.tokenizer=spm:WORKDIR
+        record_session(workdir, start, mesh.size)
 
     train_step = make_train_step(
         exp.model, exp.task, exp.method, optimizer, schedule, mesh, config.adv,

@@ -14,12 +14,14 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from llama_adv.errors import UserError
 
+SESSIONS_FILE = "sessions.jsonl"  # one line per `train` that trained in the workdir
 LOCK_FILE = ".train.lock"  # held (flock) by the one `train` process of a workdir
 UNREADABLE_DIR = "checkpoints_unreadable"  # where unreadable checkpoints are moved aside
 # Fields (dotted prefixes) that do not change what a run trains to: a resumed run may
@@ -38,7 +40,8 @@ NON_DEFINING = (
 )
 # Names a run's workdir holds; --overwrite refuses to empty a folder holding none of them.
 RUN_MARKERS = ("config.json", "metrics.jsonl", "summary.json", "checkpoints", "tensorboard",
-               "robustness", "init_report.json", "train.log", UNREADABLE_DIR)  # fmt: skip
+               SESSIONS_FILE, "robustness", "init_report.json", "train.log",
+               UNREADABLE_DIR)  # fmt: skip
 
 
 def check_workdir(workdir: Path) -> None:
@@ -230,3 +233,16 @@ def set_aside(workdir: Path, checkpoint: Path) -> Path:
         target, n = target_dir / f"{checkpoint.name}.{n}", n + 1
     checkpoint.rename(target)
     return target
+
+
+def record_session(workdir: Path, step: int, devices: int) -> None:
+    """Appends this ``train``'s line to ``WORKDIR/sessions.jsonl``: the step it starts
+    from, the code's commit, the machine, the device count and the time. A run resumed
+    across versions or machines so lists every commit and machine that trained it."""
+    from llama_adv.experiments import provenance
+
+    line = {"step": step, "commit": provenance.git_commit(), "devices": devices,
+            "machine": provenance.machine()["summary"],
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+    with (workdir / SESSIONS_FILE).open("a") as f:
+        f.write(json.dumps(line) + "\n")

@@ -62,6 +62,8 @@ def test_ctrl_c_logs_the_interrupted_step_then_resumes(tmp_path, reference_run, 
 
     train_and_evaluate(config, workdir)
     assert keys(workdir) == [(s, "train") for s in (2, 3, 4, 6, 8)] + [(8, "eval")]
+    sessions = [json.loads(line) for line in (workdir / "sessions.jsonl").open()]
+    assert [s["step"] for s in sessions] == [0, 3]  # the refused second train is not one
     got, ref = losses(workdir), losses(reference_run)
     assert got[3] == ref[3] and got[4] == ref[4]  # rows of one step each: bitwise
     for step in (2, 6, 8):  # means of two steps

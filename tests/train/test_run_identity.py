@@ -97,8 +97,10 @@ def test_overwrite_clears_everything_the_old_run_left(tmp_path, reference_run):
     (workdir / "checkpoints_unreadable").mkdir()
     summary = train_and_evaluate(load("train.seed=1"), workdir, overwrite=True)
     names = {p.name for p in workdir.iterdir()}
-    assert names == {"config.json", "metrics.jsonl", "summary.json", "checkpoints",
-                     "tensorboard", LOCK_FILE}  # fmt: skip
+    assert names == {"config.json", "sessions.jsonl", "metrics.jsonl", "summary.json",
+                     "checkpoints", "tensorboard", LOCK_FILE}  # fmt: skip
+    (session,) = [json.loads(line) for line in (workdir / "sessions.jsonl").open()]
+    assert session["step"] == 0 and session["commit"] and session["machine"]
     assert len(list((workdir / "tensorboard").iterdir())) == 1
     assert json.loads((workdir / "config.json").read_text())["train"]["seed"] == 1
     assert keys(workdir) == each_step_once()
