@@ -133,6 +133,17 @@ def _evaluate(args: argparse.Namespace, overrides: list[str]) -> None:
     print(json.dumps(result, indent=2))
 
 
+def _card(args: argparse.Namespace, overrides: list[str]) -> None:
+    from llama_adv.experiments.run_card import write_run_card
+
+    if overrides:
+        raise UserError("card takes no --config.* overrides; it describes the run as trained.")
+    command = f"llama-adv card --workdir {args.workdir} --out {args.out}"
+    out = write_run_card(args.workdir, args.out, command)
+    print((out / "card.md").read_text())
+    print(f"wrote {out}/card.md and card.json")
+
+
 def _command_line(name: str, args: argparse.Namespace, keys: tuple[str, ...]) -> str:
     """The command as parsed (``sys.argv`` differs when main() is called in-process)."""
     parts = [f"llama-adv {name} {args.experiment}"]
@@ -265,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", metavar="F.json", help="also write the result here")
     ev.set_defaults(run=_evaluate)
 
+    card = commands.add_parser("card", help="model, data, tokens, evaluations of one run")
+    card.add_argument("--workdir", required=True, help="a finished run")
+    card.add_argument("--out", required=True, help="folder for card.md and card.json")
+    card.set_defaults(run=_card)
+
     sweep = commands.add_parser("sweep", help="run (or resume) every run of an experiment file")
     sweep.add_argument("experiment", help="experiments/<name>.py[:variant]")
     sweep.add_argument("--runs-dir", default="runs", help="runs go to RUNS_DIR/<name>/<run id>")
@@ -285,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that compile nothing themselves (a sweep's runs are `train` processes).
-NO_COMPILATION = ("import-hf", "sweep", "table")
+NO_COMPILATION = ("import-hf", "card", "sweep", "table")
 
 
 def main(argv: list[str] | None = None) -> int:
