@@ -25,8 +25,8 @@ Model: the decoder of ``configs/sst2_decoder.py`` and ``configs/imdb.py`` (4 lay
 d_model 256, 4 heads, gated MLP 768): 3.4M parameters in the blocks + 4.1M in the tied
 16k x 256 embedding = 7,506,176. A step is 32 windows of 256 tokens (8,192 tokens); the
 1,300 steps see 10.6M tokens, about 0.45 of an epoch of the 23M-token corpus (measured
-cost at ``STEPS``). The run resumes from its checkpoints (every 250 steps), so it may be
-trained in several sittings.
+cost and perplexity at ``STEPS``). The run resumes from its checkpoints (every 250 steps),
+so it may be trained in several sittings.
 
 Reports: ``RUN/metrics.jsonl`` train rows log ``tokens_per_sec`` (and ``examples_per_sec``),
 eval rows (every 500 steps and at the end) the validation next-token ``loss``, ``perplexity``
@@ -37,12 +37,12 @@ Variants: ``steps=N``, ``tiny`` (a 1-layer model on 200 reviews, byte tokens: te
 
 from llama_adv.config import get_default_config, parse_variant, shrink_for_tests
 
-# Measured 2026-12-01 on this project's 2-CPU machine, shared with other work (load 6-12):
-# steps 25-100 took 12.7, 9.5 and 8.8 s each (650, 860, 930 tokens/s) with the run getting
-# about one core (8.7-9.3 CPU-seconds a step); alone on both cores about 5 s a step,
-# 1,500-1,600 tokens/s (loss 9.5 -> 6.6 by step 100).
-# 1,300 steps x 8,192 tokens = 10.6M tokens fit about 2 hours alone (the 20M would
-# be steps=2450, ~3.8 h); on the shared machine at nice 15 expect 2-3 times longer.
+# Measured 2026-12-01 on this project's 2-CPU machine: alone on both cores 5.0 s a step
+# (median), 1,609 tokens/s; shared with tests, 2-12 times slower. The run, trained in three
+# sittings (steps 0-521, 521-764, 764-1,300, each under newer code), reached validation
+# perplexity 161.5 at step 500, 115.3 at 1,000 and 111.4 at 1,300 (loss 4.713, token
+# accuracy 0.233): results/pretrain_decoder/card.md. The 20M tokens would be
+# steps=2450, ~3.4 h alone.
 STEPS = 1300
 TRAIN_SPLIT = "train+unsup[:99%]"
 VALIDATION_SPLIT = "unsup[99%:]"
