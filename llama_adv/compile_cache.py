@@ -15,10 +15,9 @@ callers of :func:`llama_adv.train.train_and_evaluate` configure JAX themselves.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from llama_adv.data.paths import CACHE_ENV, DEFAULT_CACHE
+from llama_adv.data.paths import cache_root
 
 
 def enable_compile_cache() -> Path | None:
@@ -34,6 +33,6 @@ def enable_compile_cache() -> Path | None:
         return None
     if jax.config.jax_compilation_cache_dir:  # JAX_COMPILATION_CACHE_DIR or the caller's
         return Path(jax.config.jax_compilation_cache_dir)
-    folder = Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser() / "jax"
+    folder = cache_root() / "jax"
     jax.config.update("jax_compilation_cache_dir", str(folder))
     return folder

@@ -48,9 +48,11 @@ def source_dir(config: mlc.ConfigDict, folder: str, how_to_obtain: str) -> Path:
     return path
 
 
-def cache_root(config: mlc.ConfigDict) -> Path:
-    """The cache folder (created)."""
-    root = config.cache_dir or os.environ.get(CACHE_ENV, "") or DEFAULT_CACHE
+def cache_root(config: mlc.ConfigDict | None = None) -> Path:
+    """The cache folder (created): ``config.cache_dir`` (data settings), else
+    ``$LLAMA_ADV_CACHE_DIR``, else ``~/.cache/llama_adv``."""
+    chosen = config.cache_dir if config is not None else ""
+    root = chosen or os.environ.get(CACHE_ENV, "") or DEFAULT_CACHE
     path = Path(root).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path

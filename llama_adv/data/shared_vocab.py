@@ -108,18 +108,16 @@ def check_resumed_tokenizer(workdir: Path, tokenizer) -> None:
     """Raises UserError when the run in ``workdir`` saved another SentencePiece model than
     ``tokenizer`` (trained again from changed data or settings): its checkpoints index
     another vocabulary, so resuming would train on tokens its embedding does not mean."""
-    base = getattr(tokenizer, "base", tokenizer)
-    saved = workdir / TOKENIZER_FILE
-    if not isinstance(base, SentencePieceTokenizer) or not saved.is_file():
+    theirs, ours = source_fingerprint(workdir), fingerprint(tokenizer)
+    if theirs is None or not ours or theirs == ours:
         return
-    if saved.read_bytes() != base.model_proto:
-        raise UserError(
-            f"{workdir} was trained with the SentencePiece model in {saved}, and this run's "
-            "tokenizer is another (the prepared data or the SentencePiece training changed "
-            "since). Pass --overwrite to start that run again, or train into a new "
-            f"--workdir from it with data.tokenizer=spm:{workdir} and "
-            f"train.init_from={workdir}."
-        )
+    raise UserError(
+        f"{workdir} was trained with the SentencePiece model in {workdir / TOKENIZER_FILE}, "
+        "and this run's tokenizer is another (the prepared data or the SentencePiece "
+        "training changed since). Pass --overwrite to start that run again, or train into "
+        f"a new --workdir from it with data.tokenizer=spm:{workdir} and "
+        f"train.init_from={workdir}."
+    )
 
 
 def source_fingerprint(run: Path) -> str | None:

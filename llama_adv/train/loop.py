@@ -2,9 +2,9 @@
 
 Resumes from the newest readable checkpoint in ``workdir``; writes ``config.json``,
 ``sessions.jsonl`` (the commit and machine of each start), ``metrics.jsonl``, TensorBoard
-events, ``checkpoints/`` and ``summary.json``. One
-``train`` per workdir at a time (a lock file); a finished run is not trained or evaluated
-again, unless its evaluation settings changed.
+events, ``checkpoints/`` and ``summary.json``. One ``train`` per workdir at a time (a lock
+file); a finished run is not trained or evaluated again, unless its evaluation settings
+changed.
 """
 
 from __future__ import annotations
