@@ -29,6 +29,7 @@ OVERRIDES = [
     ("tokenizer a synthetic task ignores", "data.tokenizer=sentencepiece", "data.tokenizer"),
     ("buckets that are not numbers", "data.length_buckets=abc", "data.length_buckets"),
     ("buckets a synthetic task ignores", "data.length_buckets=(8,16)", "data.length_buckets"),
+    ("length grouping without buckets", "data.group_by_length=50", "data.group_by_length"),
     ("zero length (hung in the generator)", "data.max_length=0", "data.max_length"),
     ("dropout of one", "model.dropout_rate=1.0", "model.dropout_rate"),
     ("kv heads not dividing heads", "model.num_kv_heads=3", "model.num_kv_heads"),

@@ -76,6 +76,9 @@ def data_defaults() -> mlc.ConfigDict:
     c.max_length = 32  # tokens per example (inputs); longer examples are truncated
     c.target_max_length = 32  # decoder-side length for seq2seq
     c.length_buckets = ()  # batch lengths (e.g. (64, 128, 256)); () = always max_length
+    # train batches of similar length: global batches per length-sorted pool (HF Trainer's
+    # group_by_length uses 50); 0 = random batches. Needs length_buckets.
+    c.group_by_length = 0
     c.pack_eos = False  # lm packing: append EOS after each example (document-per-example data)
     # what the text is for: "" = from the features (labels -> classification, ...) | lm:
     # next-token prediction on the packed text, labels ignored (pre-training on IMDB) |

@@ -105,13 +105,21 @@ def _data(c: mlc.ConfigDict, task: str) -> None:
         raise _fail(
             "data.length_buckets", buckets, f"must not exceed data.max_length={c.max_length}"
         )
+    if c.group_by_length and not buckets:
+        raise _fail(
+            "data.group_by_length",
+            c.group_by_length,
+            "needs data.length_buckets (without them every batch is cut to data.max_length "
+            "and grouping saves nothing); set e.g. data.length_buckets=(16,32,64) or "
+            "data.group_by_length=0",
+        )
     tokenizer = c.tokenizer
     if tokenizer not in ("byte", "sentencepiece") and not tokenizer.startswith(("hf:", "spm:")):
         raise _fail(
             "data.tokenizer", tokenizer, "must be byte, sentencepiece, spm:RUN_OR_FILE or hf:PATH"
         )
     _one_of(c, "data", "objective", ("", "lm", "span_corruption"))
-    _at_least(c, "data", 0, "extra_ids")
+    _at_least(c, "data", 0, "extra_ids", "group_by_length")
     _one_of(c, "data", "spm_model_type", ("unigram", "bpe"))
     _between(c, "data", 0.0, 1.0, "harmful_fraction")
     if c.name in SYNTHETIC_MIN_LENGTH:

@@ -10,6 +10,14 @@ made of local batches ``k * P .. k * P + P - 1`` of that index stream, and proce
 Shapes are bounded: when the split has ``length_buckets``, each batch's token fields are
 cut to the smallest bucket holding its longest example (padding is on the right), so at
 most ``len(buckets)`` shapes per field group reach ``jit``.
+
+Length grouping (``group_batches`` > 0, with buckets): each epoch's permutation is cut into
+pools of ``group_batches`` global batches, each pool is sorted by example length, and the
+resulting batches are shuffled across the epoch. Batches then hold examples of similar
+length and are cut to short buckets, so short-text fine-tuning (SST-2: mean 13 pieces of 48)
+computes far less padding. This is the HF Trainer's ``group_by_length`` (its mega-batch of
+50 batches) and fairseq's length-sorted batching; every epoch still visits each example
+once, and batch ``k`` is still a pure function of (split, seed, k).
 """
 
 from __future__ import annotations
@@ -104,7 +112,9 @@ def num_shapes(split: Split) -> int:
 class TrainStream:
     """Infinite, shuffled training batches of this process, addressed by position."""
 
-    def __init__(self, split: Split, global_batch: int, seed: int):
+    def __init__(self, split: Split, global_batch: int, seed: int, group_batches: int = 0):
+        """``group_batches``: global batches per length-sorted pool (see the module
+        docstring); 0 = batches of random lengths."""
         if len(split) == 0:
             raise UserError("The training split is empty.")
         self._split = split
@@ -119,6 +129,7 @@ class TrainStream:
         # per-index shuffle cost ~12 ms per 64-example batch in Python; this is O(n) once
         # per epoch and a vectorised gather per batch.
         self._seed, self._perms = seed, {}
+        self._global, self._group = self._local * self._count, group_batches
         if split.length_buckets:
             print(
                 f"data: length buckets {split.length_buckets} -> at most "
@@ -130,8 +141,29 @@ class TrainStream:
             if len(self._perms) >= 2:  # batches span at most two epochs
                 del self._perms[min(self._perms)]
             rng = np.random.default_rng([self._seed, epoch])
-            self._perms[epoch] = rng.permutation(len(self._split))
+            perm = rng.permutation(len(self._split))
+            self._perms[epoch] = self._grouped(perm, epoch, rng) if self._group else perm
         return self._perms[epoch]
+
+    def _grouped(self, perm: np.ndarray, epoch: int, rng: np.random.Generator) -> np.ndarray:
+        """``perm`` reordered so that each global batch starting in this epoch holds
+        examples of similar length: pools of ``group`` batches sorted by length, then the
+        whole batches shuffled. Batches are aligned to the index stream, whose epoch
+        ``epoch`` starts at ``epoch * n``: the head before its first batch boundary (the end
+        of a batch the previous epoch began) and the tail after its last one stay as drawn."""
+        n, size = len(perm), self._global
+        head = (-epoch * n) % size
+        whole = (n - head) // size
+        body = perm[head : head + whole * size]
+        # Sort key: each field group's length (seq2seq: source, then target).
+        keys = [lengths[body] for _, lengths in reversed(example_lengths(self._split))]
+        pool = self._group * size
+        order = np.concatenate([
+            start + np.lexsort([k[start : start + pool] for k in keys])
+            for start in range(0, len(body), pool)
+        ]) if len(body) else np.zeros(0, np.int64)  # fmt: skip
+        batches = body[order].reshape(whole, size)[rng.permutation(whole)]
+        return np.concatenate([perm[:head], batches.reshape(-1), perm[head + whole * size :]])
 
     def indices(self, position: int, process: int | None = None) -> np.ndarray:
         """Split indices of ``process``'s part (default: this one) of batch ``position``.

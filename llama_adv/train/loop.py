@@ -355,10 +355,10 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
     )  # fmt: skip
     eval_step = make_eval_step(exp.model, exp.task, config.eval.attack)
     eval_split = exp.dataset.split(config.eval.split)
-    stream = TrainStream(exp.dataset.split(config.data.train_split), tc.batch_size, tc.seed)
+    train_split = exp.dataset.split(config.data.train_split)
+    stream = TrainStream(train_split, tc.batch_size, tc.seed, config.data.group_by_length)
     root = jax.random.wrap_key_data(state.rng)
     train_rng, eval_rng = jax.random.fold_in(root, STEPS), jax.random.fold_in(root, EVAL)
-    tokens_per_example = sum(v.shape[1] for k, v in stream.batch(0).items() if k in TOKEN_FIELDS)
     # A finished run evaluated again (its evaluation settings changed): its old final
     # evaluation row goes.
     writer = MetricWriter(workdir, tc.num_steps, start, tc.progress_bar,
@@ -371,6 +371,9 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
     pending: list[tuple[int, Any]] = []  # device metrics not yet fetched
     checked: dict[int, dict] = {}  # fetched metrics since the last log line, by step
     step_times: list[float] = []
+    # Tokens (padding included) of each step's global batch, by step done: with length
+    # buckets the batches' widths differ.
+    batch_tokens: dict[int, int] = {}
     tick, tick_step = time.perf_counter(), start
 
     def fetch() -> None:
@@ -391,13 +394,14 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
         ``done`` as the row of ``done``."""
         nonlocal tick, tick_step
         rows = {s: m for s, m in checked.items() if writer.last_train_step < s <= done}
+        tokens = sum(batch_tokens.pop(s) for s in list(batch_tokens) if s <= done)
         if rows:
             elapsed = time.perf_counter() - tick
             if tick_step > start:  # the first interval includes compilation
                 step_times.append(elapsed / (done - tick_step))
             logged = _mean_metrics(rows)
             logged["examples_per_sec"] = tc.batch_size * (done - tick_step) / elapsed
-            logged["tokens_per_sec"] = logged["examples_per_sec"] * tokens_per_example
+            logged["tokens_per_sec"] = tokens / elapsed
             writer.write(done, logged)
         checked.clear()
         tick, tick_step = time.perf_counter(), done
@@ -409,7 +413,11 @@ def _train(config, workdir, exp, mesh, schedule, optimizer, ckpt, resolved, note
 
     try:
         for step in range(start, tc.num_steps):
-            batch = to_global(stream.batch(step), mesh)
+            local = stream.batch(step)
+            batch_tokens[step + 1] = tc.batch_size * sum(
+                v.shape[1] for k, v in local.items() if k in TOKEN_FIELDS
+            )
+            batch = to_global(local, mesh)
             new_state, metrics = train_step(
                 state, batch, jax.random.fold_in(train_rng, step), frozen
             )

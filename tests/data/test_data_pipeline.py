@@ -73,6 +73,42 @@ def test_buckets_bound_shapes_and_lose_nothing():
     assert num_shapes(split) == 3
 
 
+def test_length_grouping_keeps_epochs_whole_and_cuts_padding():
+    split = _split(n=1003, width=48, buckets=(8, 16, 24, 32))
+    lengths = np.argmin(np.concatenate([split.arrays["inputs"], np.zeros((1003, 1))], 1), 1)
+    grouped, random = TrainStream(split, 16, seed=5, group_batches=10), TrainStream(split, 16, 5)
+    # 1003 is not a multiple of 16: the batches of epochs 1 and 2 are aligned to the stream.
+    epochs = 3
+    ids = np.concatenate([grouped.batch(k)["example_id"] for k in range(epochs * 1003 // 16)])
+    for e in range(epochs - 1):  # the last epoch is incomplete
+        assert sorted(ids[e * 1003 : (e + 1) * 1003]) == list(range(1003))
+    widths = {name: [s.batch(k)["inputs"].shape[1] for k in range(200)]
+              for name, s in (("grouped", grouped), ("random", random))}  # fmt: skip
+    assert np.mean(widths["grouped"]) < 0.75 * np.mean(widths["random"])
+    # Within a batch the lengths are close: the spread is a pool's, not the split's.
+    spread = [np.ptp(lengths[grouped.batch(k)["example_id"]]) for k in range(1, 60)]
+    assert np.median(spread) <= 8 < np.ptp(lengths)
+    # Batches are shuffled across the epoch, not in length order.
+    means = [lengths[grouped.batch(k)["example_id"]].mean() for k in range(1, 60)]
+    assert not (np.all(np.diff(means) >= 0) or np.all(np.diff(means) <= 0))
+
+
+def test_length_grouped_stream_resumes_and_shards_like_one_process():
+    split = _split(n=1003, width=48, buckets=(8, 16, 32))
+    one = TrainStream(split, 16, seed=2, group_batches=4)
+    resumed = TrainStream(split, 16, seed=2, group_batches=4).iterate(start=70)
+    for k in range(70, 75):
+        np.testing.assert_array_equal(next(resumed)["inputs"], one.batch(k)["inputs"])
+    parts = []
+    for p in range(2):
+        with mock.patch("jax.process_count", return_value=2), \
+             mock.patch("jax.process_index", return_value=p):  # fmt: skip
+            parts.append(TrainStream(split, 16, seed=2, group_batches=4).batch(70))
+    assert parts[0]["inputs"].shape == parts[1]["inputs"].shape
+    both = np.concatenate([b["example_id"] for b in parts])
+    np.testing.assert_array_equal(both, one.batch(70)["example_id"])
+
+
 def test_eval_sees_each_example_once():
     split = _split(n=103, buckets=(8,))
     seen, total_weight = [], 0.0
