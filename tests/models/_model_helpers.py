@@ -37,4 +37,5 @@ def padded(rng: np.random.Generator, lengths, width) -> jnp.ndarray:
 
 
 def init(model, batch, seed=0):
-    return model.init(jax.random.key(seed), batch)
+    # Jitted: run eagerly, flax's init compiles each of its ~100 operations on its own.
+    return jax.jit(model.init)(jax.random.key(seed), batch)
