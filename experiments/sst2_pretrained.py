@@ -8,8 +8,8 @@ tokenizes with the pre-training's SentencePiece vocabulary (``data.tokenizer=spm
 ``train.init_from`` refuses another one), loads the body and initialises the classifier
 (``RUN/init_report.json``). Clean GLUE-dev accuracy and accuracy under the evaluation's
 embedding PGD-5 attack; one epoch (2,105 steps of 32 sentences), 3 seeds: 27 runs, about
-32 h on this project's 2 shared CPU cores (``BUDGET``, measured), so run it where a GPU is,
-or the ``pilot`` first.
+10 h on this project's 2 CPU cores (``BUDGET``, measured), so run it where a GPU is, or
+the ``pilot`` first.
 
 First pre-train (``runs/`` of the repository root; the decoder's run is ~2 h alone)::
 
@@ -131,14 +131,13 @@ def get_experiment(arg=None):
     )
 
 
-# Measured 2026-12-01 (30 steps of seed 0 from scratch, the same shapes and passes; the
-# 2-CPU machine shared with other work at load 5-7; seconds per step): decoder none 0.65,
-# fgm 3.0, freelb 2.1, smart 2.5, random 2.0, vat 2.4, adaptive 2.6; t5 none 1.2,
-# freelb 1.8. Sum 18.3 s for one step of every row: x 2,105 steps = 10.7 h a seed.
+# Measured 2026-12-02 with length-grouped batches (whole runs of seed 0, 2,105 steps and
+# the final PGD-5 evaluation, on 2 CPU cores shared with test runs part of the time):
+# decoder none 812 s, fgm 1,374 s, freelb 1,079 s. FGM alone: 0.40 s a step (0.92 s
+# before grouping). The 3-4-pass rows (SMART, VAT) are not yet measured.
 BUDGET = (
-    "measured 2026-12-01, a few steps of each row on 2 shared CPU cores (load 5-7): "
-    "0.65 s (decoder none) to 3.0 s (decoder fgm) a step, 18.3 s for all 9 rows; one epoch "
-    "(2,105 steps) of every row is about 10.7 h a seed, 32 h for 3 seeds at that load "
-    "(perhaps half alone), plus 1-2 min of evaluation a run; pilot (none, fgm; seed 0) "
-    "about 2.2 h. Needs runs/pretrain_decoder and runs/pretrain_t5 first."
+    "measured 2026-12-02 on 2 CPU cores: decoder none 14 min, fgm 23 min, freelb 18 min a "
+    "run (one epoch and the PGD-5 evaluation); about 3 h a seed for the 9 rows, 9-10 h "
+    "for 3 seeds, plus the T5 pre-training (~1.6 h). pilot (none, fgm; seed 0): 37 min. "
+    "Needs runs/pretrain_decoder and runs/pretrain_t5 first."
 )
