@@ -4,49 +4,26 @@ for one run or (``compare``) several runs side by side."""
 from __future__ import annotations
 
 import json
-import platform
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import jax
+
+from llama_adv.experiments.provenance import git_commit, machine
 
 Results = dict[str, Any]
 COLUMNS = ("clean acc", "acc under attack", "success rate", "perturbed %", "queries", "examples")
 
 
 def provenance(command: str) -> dict[str, str]:
-    """The command, the code's git commit (``+dirty`` with local changes) and the hardware."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "llama_adv"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        commit += "+dirty" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    """The command, the code's git commit (short, ``+dirty`` with local changes) and the
+    hardware: the devices JAX runs on and :func:`provenance.machine`'s one line."""
+    commit = git_commit()
+    short = commit if commit == "unknown" else commit[:7] + commit[40:]
     device = jax.devices()[0]
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():  # the model name says more than the architecture
-        names = [
-            ln.split(":", 1)[1].strip()
-            for ln in cpuinfo.read_text().splitlines()
-            if ln.startswith("model name")
-        ]
-        cpu = f"{names[0]} ({len(names)} logical cores)" if names else cpu
-    hardware = f"{jax.device_count()} x {device.platform}:{device.device_kind}; host {cpu}"
-    return {"command": command, "commit": commit, "hardware": hardware}
+    devices = f"{jax.device_count()} x {device.platform}:{device.device_kind}"
+    hardware = f"{devices}; host {machine()['summary']}"
+    return {"command": command, "commit": short, "hardware": hardware}
 
 
 def _row(name: str, s: dict[str, float]) -> str:
