@@ -106,7 +106,7 @@ def get_experiment(arg=None):
             ),
         ),
         scaled_down=(
-            "a 7.5M-parameter 4-layer transformer decoder pre-trained on ~20M tokens of "
+            "a 7.5M-parameter 4-layer transformer decoder pre-trained on 10.65M tokens of "
             "IMDB train + unsup (the paper: an LSTM, its own pre-training); reviews cut to "
             "256 SentencePiece pieces (16k vocabulary); one epoch (782 steps of 32 "
             "labelled reviews; VAT rows add 64 unlabelled); 2 seeds."
