@@ -135,11 +135,11 @@ def get_experiment(arg=None):
 
 # Measured 2026-12-02 with length-grouped batches (whole runs of seed 0, 2,105 steps and
 # the final PGD-5 evaluation, on 2 CPU cores shared with test runs part of the time):
-# decoder none 812 s, fgm 1,374 s, freelb 1,079 s. FGM alone: 0.40 s a step (0.92 s
-# before grouping). The 3-4-pass rows (SMART, VAT) are not yet measured.
+# decoder none 812 s, fgm 1,374 s, freelb 1,079 s, smart 1,212 s, random 884 s. FGM
+# alone: 0.40 s a step (0.92 s before grouping). VAT, adaptive and the T5 rows: not yet.
 BUDGET = (
-    "measured 2026-12-02 on 2 CPU cores: decoder none 14 min, fgm 23 min, freelb 18 min a "
-    "run (one epoch and the PGD-5 evaluation); about 3 h a seed for the 9 rows, 9-10 h "
-    "for 3 seeds, plus the T5 pre-training (~1.6 h). pilot (none, fgm; seed 0): 37 min. "
-    "Needs runs/pretrain_decoder and runs/pretrain_t5 first."
+    "measured 2026-12-02 on 2 CPU cores: decoder none 14 min, fgm 23, freelb 18, smart 20, "
+    "random 15 min a run (one epoch and the PGD-5 evaluation); about 3 h a seed for the 9 "
+    "rows, 9-10 h for 3 seeds, plus the T5 pre-training (~1.6 h). pilot (none, fgm; seed "
+    "0): 37 min. Needs runs/pretrain_decoder and runs/pretrain_t5 first."
 )

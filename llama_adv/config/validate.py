@@ -105,6 +105,7 @@ def _data(c: mlc.ConfigDict, task: str) -> None:
         raise _fail(
             "data.length_buckets", buckets, f"must not exceed data.max_length={c.max_length}"
         )
+    _at_least(c, "data", 0, "group_by_length")
     if c.group_by_length and not buckets:
         raise _fail(
             "data.group_by_length",
@@ -119,7 +120,7 @@ def _data(c: mlc.ConfigDict, task: str) -> None:
             "data.tokenizer", tokenizer, "must be byte, sentencepiece, spm:RUN_OR_FILE or hf:PATH"
         )
     _one_of(c, "data", "objective", ("", "lm", "span_corruption"))
-    _at_least(c, "data", 0, "extra_ids", "group_by_length")
+    _at_least(c, "data", 0, "extra_ids")
     _one_of(c, "data", "spm_model_type", ("unigram", "bpe"))
     _between(c, "data", 0.0, 1.0, "harmful_fraction")
     if c.name in SYNTHETIC_MIN_LENGTH:

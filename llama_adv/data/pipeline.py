@@ -129,7 +129,7 @@ class TrainStream:
         # per-index shuffle cost ~12 ms per 64-example batch in Python; this is O(n) once
         # per epoch and a vectorised gather per batch.
         self._seed, self._perms = seed, {}
-        self._global, self._group = self._local * self._count, group_batches
+        self._global, self._group = global_batch, group_batches
         if split.length_buckets:
             print(
                 f"data: length buckets {split.length_buckets} -> at most "
@@ -158,10 +158,9 @@ class TrainStream:
         # Sort key: each field group's length (seq2seq: source, then target).
         keys = [lengths[body] for _, lengths in reversed(example_lengths(self._split))]
         pool = self._group * size
-        order = np.concatenate([
-            start + np.lexsort([k[start : start + pool] for k in keys])
-            for start in range(0, len(body), pool)
-        ]) if len(body) else np.zeros(0, np.int64)  # fmt: skip
+        pools = range(0, len(body), pool)
+        order = [start + np.lexsort([k[start : start + pool] for k in keys]) for start in pools]
+        order = np.concatenate(order) if order else np.zeros(0, np.int64)
         batches = body[order].reshape(whole, size)[rng.permutation(whole)]
         return np.concatenate([perm[:head], batches.reshape(-1), perm[head + whole * size :]])
 

@@ -18,8 +18,8 @@ COLUMNS = ("clean acc", "acc under attack", "success rate", "perturbed %", "quer
 def provenance(command: str) -> dict[str, str]:
     """The command, the code's git commit (short, ``+dirty`` with local changes) and the
     hardware: the devices JAX runs on and :func:`provenance.machine`'s one line."""
-    commit = git_commit()
-    short = commit if commit == "unknown" else commit[:7] + commit[40:]
+    commit = git_commit()  # 40 hex digits (+dirty), or "unknown"
+    short = commit[:7] + ("+dirty" if commit.endswith("+dirty") else "")
     device = jax.devices()[0]
     devices = f"{jax.device_count()} x {device.platform}:{device.device_kind}"
     hardware = f"{devices}; host {machine()['summary']}"
